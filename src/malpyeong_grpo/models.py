@@ -108,9 +108,8 @@ def load_model(
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
     if load_in_4bit or load_in_8bit:
-        from transformers import BitsAndBytesConfig
-
         import torch
+        from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=load_in_4bit,
