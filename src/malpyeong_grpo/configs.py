@@ -1,0 +1,220 @@
+"""Run configuration: the script's own arguments beside TRL's ``GRPOConfig``/``SFTConfig`` and ``ModelConfig``, parsed
+with ``TrlParser`` (``--config recipe.yaml``, every field overridable on the command line), and the run record
+(resolved config, package versions, git commit) written into every run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import DataError, read_jsonl
+
+DEFAULT_REWARDS = ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
+PROMPT_FORMATS = ("auto", "chat", "text")
+RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
+RECORDED_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "bert-score",
+    "kiwipiepy",
+    "python-mecab-ko",
+    "bitsandbytes",
+    "deepspeed",
+    "vllm",
+)
+
+
+@dataclass
+class ScriptArguments:
+    """What to train on and how to reward it; everything that is not a TRL trainer or model field."""
+
+    # data
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Official data folder (default: $MALPYEONG_DATA_DIR or ../shared/data when it holds the "
+            "files, else the package's sample set)."
+        },
+    )
+    train_file: str | None = field(
+        default=None, metadata={"help": "Training items in the official schema (overrides data_dir's train split)."}
+    )
+    use_sample_data: bool = field(
+        default=False, metadata={"help": "Train on the package's own sample set instead of the official data."}
+    )
+    holdout_fraction: float = field(
+        default=0.1, metadata={"help": "Share of the training items held out as a validation split (0 for none)."}
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of the holdout split."})
+    max_items: int | None = field(default=None, metadata={"help": "Use at most this many training items."})
+    # prompts
+    num_shots: int = field(default=2, metadata={"help": "Few-shot examples per prompt, same question type."})
+    shot_seed: int = field(default=0, metadata={"help": "Seed of the few-shot choice."})
+    prompt_format: str = field(
+        default="auto", metadata={"help": "auto (chat template when the tokenizer has one), chat, or text."}
+    )
+    # rewards
+    reward_funcs: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REWARDS),
+        metadata={
+            "help": "Reward functions (format exact_match rouge_1 bertscore bleurt final rule); weights come "
+            "from --reward_weights in the same order."
+        },
+    )
+    bertscore_model: str | None = field(
+        default=None, metadata={"help": "BERTScore encoder (default: the scorer's; bert-base-multilingual-cased)."}
+    )
+    bleurt_model: str | None = field(default=None, metadata={"help": "BLEURT checkpoint (default: the scorer's)."})
+    reward_device: str | None = field(
+        default=None, metadata={"help": "Device of the reward encoders (default: the training device)."}
+    )
+    # retrieval-augmented prompts (issue 5); off unless rules_file is set
+    rules_file: str | None = field(default=None, metadata={"help": "rules.jsonl: put rule context into prompts."})
+    retrieved_file: str | None = field(default=None, metadata={"help": "Retrieved candidates (retrieve's output)."})
+    labels_file: str | None = field(default=None, metadata={"help": "Gold-context labels (label's output)."})
+    num_contexts: int = field(default=3, metadata={"help": "Rules per prompt."})
+    include_gold_context: bool = field(
+        default=True, metadata={"help": "In training, make sure the gold rule is among the candidates."}
+    )
+    retrieval_method: str = field(default="bm25", metadata={"help": "bm25, dense or hybrid (without retrieved_file)."})
+    # speed
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Do not train the input embedding (and the LM head tied to it): for gemma-3-270m that is "
+            "168M of 268M parameters, so the optimizer state and update shrink by ~63%."
+        },
+    )
+    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
+    merge_lora: bool = field(
+        default=False, metadata={"help": "With use_peft, also save the adapter merged into the base as 'merged/'."}
+    )
+
+    def check(self, where: str = "arguments") -> None:
+        """Raise DataError naming every bad value."""
+        from .rewards import REWARDS
+
+        problems = []
+        if not 0 <= self.holdout_fraction < 1:
+            problems.append(f"{where}: holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.max_items is not None and self.max_items < 1:
+            problems.append(f"{where}: max_items must be at least 1, got {self.max_items}")
+        if self.num_shots < 0:
+            problems.append(f"{where}: num_shots must be >= 0, got {self.num_shots}")
+        if self.num_contexts < 1:
+            problems.append(f"{where}: num_contexts must be at least 1, got {self.num_contexts}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            problems.append(f"{where}: prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
+        if self.retrieval_method not in RETRIEVAL_METHODS:
+            problems.append(f"{where}: retrieval_method must be one of {', '.join(RETRIEVAL_METHODS)}")
+        unknown = [r for r in self.reward_funcs if r not in REWARDS]
+        if unknown:
+            problems.append(f"{where}: unknown reward(s) {', '.join(unknown)} (known: {', '.join(REWARDS)})")
+        if "rule" in self.reward_funcs and not self.rules_file:
+            problems.append(f"{where}: the 'rule' reward needs rules_file (and labels_file for the gold rule)")
+        for name in ("train_file", "rules_file", "retrieved_file", "labels_file"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                problems.append(f"{where}: {name} {value}: file not found")
+        if self.data_dir and not Path(self.data_dir).is_dir():
+            problems.append(f"{where}: data_dir {self.data_dir}: folder not found")
+        if problems:
+            raise DataError(problems)
+
+
+def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any, Any]:
+    """(ScriptArguments, config_class instance, ModelConfig) from ``--config FILE`` and command-line overrides;
+    a missing or bad config file, an unknown key or an inconsistent value raises DataError."""
+    import yaml
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((ScriptArguments, config_class, ModelConfig), prog=prog)
+    where = "arguments"
+    if "--config" in argv:
+        i = argv.index("--config")
+        where = argv[i + 1] if i + 1 < len(argv) else "--config"
+        if i + 1 >= len(argv):
+            raise DataError(["--config needs a YAML file"])
+        if not Path(where).is_file():
+            raise DataError([f"{where}: config file not found"])
+    try:
+        script_args, config, model_args = parser.parse_args_and_config(argv)
+    except (ValueError, TypeError, yaml.YAMLError) as e:
+        raise DataError([f"{where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]) from None
+    script_args.check(where)
+    if len(script_args.reward_funcs) != len(getattr(config, "reward_weights", None) or script_args.reward_funcs):
+        raise DataError(
+            [
+                f"{where}: {len(config.reward_weights)} reward_weights for {len(script_args.reward_funcs)} "
+                f"reward_funcs ({', '.join(script_args.reward_funcs)})"
+            ]
+        )
+    return script_args, config, model_args
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run depends on (None when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "malpyeong-grpo": __version__}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+    return obj
+
+
+def run_record(argv: list[str], *configs: Any) -> dict[str, Any]:
+    """What produced a run: the command, each resolved config, package versions, git commit, host and time."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": [sys.argv[0], *argv],
+        "configs": {type(c).__name__: _jsonable(c) for c in configs},
+        "packages": package_versions(),
+        "git_commit": commit,
+        "git_dirty": bool(dirty) if dirty is not None else None,
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+
+
+def write_run_record(output_dir: str | os.PathLike[str], record: dict[str, Any]) -> Path:
+    """Append the record to ``run_info.jsonl`` in the run directory (one line per launch, resumes included)."""
+    from .data import append_jsonl
+
+    path = Path(output_dir) / "run_info.jsonl"
+    read_jsonl(path)  # drops a torn last line left by a killed launch
+    append_jsonl(path, json.loads(json.dumps(record, default=str)))
+    return path

@@ -1,0 +1,293 @@
+"""GRPO training (TRL ``GRPOTrainer``) with the competition's metrics as rewards: ``malpyeong-grpo train``.
+
+``malpyeong-grpo train --config recipes/demo-cpu.yaml [--any_field value ...]`` builds the prompt dataset from the
+training split (minus a validation holdout; few-shot examples from the training part only, same question type, never
+the item itself; optional rule context), loads the model (HF id or folder, ``embedded``, ``.gguf``; LoRA/QLoRA via
+``--use_peft``/``--load_in_4bit``), trains, and writes a normal checkpoint into ``output_dir`` together with
+``run_info.jsonl`` (resolved config, package versions, git commit; one line per launch) and ``log_history.json``
+(``trainer.state.log_history``, rewritten at every log). ``--resume_from_checkpoint last`` (or a checkpoint folder)
+continues a killed run. Works under ``accelerate launch`` and with ``--use_vllm`` when vLLM is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .configs import ScriptArguments, parse_args, run_record, write_run_record
+from .data import QUESTION_TYPES, DataError, Item, default_data_dir, load_items, sample_items, split_path, write_json
+from .prompts import build_prompt, has_chat_template, select_shots
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- data
+
+
+def training_items(args: ScriptArguments) -> tuple[list[Item], str]:
+    """The answered training items and where they came from: ``train_file``, else the official train split of
+    ``data_dir`` (or the default data folder), else the package's sample set."""
+    if args.train_file:
+        return load_items(args.train_file, require_answer=True), str(args.train_file)
+    if not args.use_sample_data:
+        data_dir = args.data_dir or default_data_dir()
+        if data_dir is not None:
+            path = split_path("train", data_dir)
+            return load_items(path, require_answer=True), str(path)
+    return sample_items(), "sample set (malpyeong_grpo/sample_data.json)"
+
+
+def holdout(items: Sequence[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(train, validation): the split of ``data.holdout_split`` (stratified by question type, deterministic in
+    ``seed``), each part in file order. (``data.holdout_split`` itself sorts with a key that misses; see the report.)"""
+    import random
+
+    rng = random.Random(seed)
+    val_ids: set[str] = set()
+    for qtype in QUESTION_TYPES:
+        group = [it for it in items if it.question_type == qtype]
+        rng.shuffle(group)
+        val_ids.update(it.id for it in group[: round(len(group) * fraction)])
+    return [it for it in items if it.id not in val_ids], [it for it in items if it.id in val_ids]
+
+
+def use_chat(args: ScriptArguments, tokenizer: Any) -> bool:
+    """Whether prompts are chat messages (``prompt_format`` auto: when the tokenizer has a chat template)."""
+    if args.prompt_format == "chat" and not has_chat_template(tokenizer):
+        raise DataError(["prompt_format chat: the tokenizer has no chat template (use auto or text)"])
+    return {"auto": has_chat_template(tokenizer), "chat": True, "text": False}[args.prompt_format]
+
+
+def rule_contexts(args: ScriptArguments, items: Sequence[Item], include_gold: bool) -> dict[str, Any]:
+    """Rule context per item id (issue 5's ``retrieval.build_contexts``); empty unless ``rules_file`` is set."""
+    if not args.rules_file or not items:
+        return {}
+    from .retrieval import build_contexts
+
+    return build_contexts(
+        list(items),
+        args.rules_file,
+        retrieved_path=args.retrieved_file,
+        labels_path=args.labels_file,
+        k=args.num_contexts,
+        include_gold=include_gold,
+        seed=args.split_seed,
+        method=args.retrieval_method,
+    )
+
+
+def prompt_rows(
+    items: Sequence[Item],
+    pool: Sequence[Item],
+    args: ScriptArguments,
+    tokenizer: Any,
+    contexts: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Dataset rows: ``prompt`` (text or messages), ``answer`` (gold), ``id``, ``question_type`` and, with rule
+    context, ``gold_rule``, ``gold_rule_id`` and ``rule_ids``."""
+    chat = use_chat(args, tokenizer)
+    rows = []
+    for item in items:
+        ctx = (contexts or {}).get(item.id)
+        row: dict[str, Any] = {
+            "prompt": build_prompt(
+                item,
+                select_shots(item, pool, args.num_shots, args.shot_seed),
+                contexts=ctx.texts if ctx else (),
+                tokenizer=tokenizer,
+                chat=chat,
+            ),
+            "answer": item.answer or "",
+            "id": item.id,
+            "question_type": item.question_type,
+        }
+        if contexts is not None and args.rules_file:
+            row["gold_rule"] = (ctx.gold_rule_text if ctx else None) or ""
+            row["gold_rule_id"] = (ctx.gold_rule_id if ctx else None) or ""
+            row["rule_ids"] = list(ctx.rule_ids) if ctx else []
+        rows.append(row)
+    return rows
+
+
+def build_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """(train dataset, validation dataset or None, a description of the data) for GRPO."""
+    from datasets import Dataset
+
+    items, source = training_items(args)
+    train, val = holdout(items, args.holdout_fraction, args.split_seed)
+    if args.max_items is not None:
+        train = train[: args.max_items]
+    if not train:
+        raise DataError([f"{source}: no training items left after the holdout (fraction {args.holdout_fraction})"])
+    train_rows = prompt_rows(train, train, args, tokenizer, rule_contexts(args, train, args.include_gold_context))
+    val_rows = prompt_rows(val, train, args, tokenizer, rule_contexts(args, val, False)) if val else []
+    info = {
+        "source": source,
+        "items": len(items),
+        "train_items": len(train),
+        "validation_items": len(val),
+        "validation_ids": [it.id for it in val],
+        "chat": use_chat(args, tokenizer),
+        "num_shots": args.num_shots,
+        "rule_context": bool(args.rules_file),
+    }
+    return Dataset.from_list(train_rows), (Dataset.from_list(val_rows) if val_rows else None), info
+
+
+# ---------------------------------------------------------------- model
+
+
+def freeze_embeddings(model: Any) -> int:
+    """Stop training the input embedding (and a tied LM head); return the number of parameters frozen."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
+
+
+def load_policy(model_args: Any, training_args: Any, args: ScriptArguments) -> tuple[Any, Any]:
+    """(model, tokenizer) for training: the embedded alias and .gguf files resolved to a checkpoint folder;
+    4/8-bit bases (bitsandbytes) placed per process; embeddings frozen when asked."""
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+    from trl import get_quantization_config
+
+    from .models import load_tokenizer, resolve_model
+
+    if not model_args.model_name_or_path:
+        raise DataError(["model_name_or_path is required (a Hugging Face id, a folder, a .gguf file or 'embedded')"])
+    with training_args.main_process_first(desc="model conversion"):
+        path = resolve_model(model_args.model_name_or_path)
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        "trust_remote_code": training_args.trust_remote_code,
+    }
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        # a k-bit base cannot be moved after loading: put it on this process's device
+        kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
+    kwargs.update(training_args.model_init_kwargs or {})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise DataError(
+            [f"{model_args.model_name_or_path}: cannot load the model ({str(e).splitlines()[0]})"]
+        ) from None
+    tokenizer = load_tokenizer(path)
+    if args.freeze_embeddings and not model_args.use_peft:
+        frozen = freeze_embeddings(model)
+        logger.info("froze the input embedding (%d parameters)", frozen)
+        if training_args.gradient_checkpointing:
+            model.enable_input_require_grads()  # checkpointed blocks need inputs that require grad
+    return model, tokenizer
+
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or 'last'/'true' for the newest one in ``output_dir``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None or str(value).lower() in ("", "none", "false", "no"):
+        return None
+    if str(value).lower() in ("last", "latest", "true", "yes"):
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise DataError([f"{output_dir}: no checkpoint-* folder to resume from"])
+        return last
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise DataError([f"{value}: not a checkpoint folder (no trainer_state.json)"])
+    return str(value)
+
+
+# ---------------------------------------------------------------- training
+
+
+def log_history_callback() -> Any:
+    """A TrainerCallback that rewrites ``<output_dir>/log_history.json`` (atomically) at every log."""
+    from transformers import TrainerCallback
+
+    class LogHistory(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                write_json(Path(args.output_dir) / "log_history.json", state.log_history)
+
+    return LogHistory()
+
+
+def make_trainer(
+    args: ScriptArguments,
+    training_args: Any,
+    model_args: Any,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, dict[str, Any]]:
+    """A ready GRPOTrainer for the configuration, and the data description."""
+    import torch
+    from trl import GRPOTrainer, get_peft_config
+
+    from . import rewards
+
+    if args.torch_num_threads:
+        torch.set_num_threads(args.torch_num_threads)
+    model, tokenizer = load_policy(model_args, training_args, args)
+    with training_args.main_process_first(desc="dataset"):
+        train_ds, eval_ds, info = build_datasets(args, tokenizer)
+    if training_args.eval_strategy == "no":
+        eval_ds = None
+    rewards.configure(args.bertscore_model, args.bleurt_model, args.reward_device or str(training_args.device))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=rewards.get_rewards(args.reward_funcs),
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[log_history_callback(), *callbacks],
+    )
+    return trainer, info
+
+
+def run(
+    args: ScriptArguments,
+    training_args: Any,
+    model_args: Any,
+    argv: Sequence[str] = (),
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """Train and save; return the trainer (its ``state.log_history`` holds every logged metric)."""
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer, info = make_trainer(args, training_args, model_args, callbacks)
+    out = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        record = run_record(list(argv), args, training_args, model_args)
+        record.update(data=info, resumed_from=checkpoint)
+        write_run_record(out, record)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        write_json(out / "log_history.json", trainer.state.log_history)
+        if args.merge_lora and model_args.use_peft:
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(out / "merged")
+            trainer.processing_class.save_pretrained(out / "merged")
+    trainer.accelerator.wait_for_everyone()
+    return trainer
+
+
+def train_command(argv: list[str]) -> int:
+    """``malpyeong-grpo train --config recipes/<name>.yaml [--field value ...]``."""
+    from trl import GRPOConfig
+
+    if not argv:
+        argv = ["--help"]
+    args, training_args, model_args = parse_args(argv, GRPOConfig, prog="malpyeong-grpo train")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trainer = run(args, training_args, model_args, argv)
+    if trainer.is_world_process_zero():
+        print(f"saved the trained model, run_info.jsonl and log_history.json to {training_args.output_dir}")
+    return 0
