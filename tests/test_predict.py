@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
+from malpyeong_grpo import predict as predict_mod
+from malpyeong_grpo.answer import parse_answer
+from malpyeong_grpo.cli import main as cli_main
+from malpyeong_grpo.data import DataError, load_items, read_jsonl, split_path
 from malpyeong_grpo.models import load_model, load_tokenizer
 from malpyeong_grpo.predict import _stop_criteria, generate_answers
+from malpyeong_grpo.repair import candidates
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +57,195 @@ def test_stop_criteria_is_per_row_and_ignores_the_prompt(tiny):
     ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
     done = _stop_criteria(len(prompt), tok, ("\n###",))(ids, None)
     assert done.tolist() == [True, False]
+
+
+def test_candidate_logprobs_match_a_single_unpadded_forward(tiny):
+    model, tok = tiny
+    import torch
+
+    from malpyeong_grpo.answer import format_answer
+    from malpyeong_grpo.predict import candidate_logprobs
+
+    prompts = ["질문: 선택형 답변:", "다음 문장에서 어문 규범에 부합하지 않는 부분을 찾아 고치고 답변:"]
+    cands = [["우동이 불을 것", "우동이 불 것"], ["규정 조항"]]
+    got = candidate_logprobs(model, tok, prompts, cands, batch_size=2)
+    for p, cs, lps in zip(prompts, cands, got, strict=True):
+        assert set(lps) == set(cs)
+        for c in cs:
+            prompt_ids = tok(p).input_ids
+            cont = tok(" " + format_answer(c, ""), add_special_tokens=False).input_ids
+            ids = torch.tensor([prompt_ids + cont])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+            want = sum(float(logp[len(prompt_ids) + j - 1, t]) for j, t in enumerate(cont))
+            assert lps[c] == pytest.approx(want, abs=1e-3)
+
+
+# --- the predict command ---------------------------------------------------------------------------------------
+
+
+def _argv(model_dir, data, out, *extra):
+    return [
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "4",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _check_submission(out: Path, data: Path, limit: int | None = None) -> list[dict]:
+    sub = json.loads(out.read_text(encoding="utf-8"))
+    items = load_items(data)[:limit]
+    assert [row["id"] for row in sub] == [it.id for it in items]
+    assert [row["input"]["question"] for row in sub] == [it.question for it in items]
+    for row in sub:
+        assert parse_answer(row["output"]["answer"]).pattern is not None, row
+    return sub
+
+
+@pytest.mark.slow
+def test_predict_on_the_official_test_file_writes_every_answer_parsed(tiny_model_dir, data_dir, tmp_path, capsys):
+    """A degenerate (random) model: with repair every one of the 498 answers parses, in input order."""
+    data, out = split_path("test", data_dir), tmp_path / "submission.json"
+    argv = _argv(tiny_model_dir, data, out, "--batch-size", "64", "--num-shots", "0", "--choice", "snap")
+    assert predict_mod.predict_command(argv) == 0
+    sub = _check_submission(out, data)
+    assert len(sub) == 498
+    text = capsys.readouterr().out
+    assert "498 answers (498 generated now" in text and "parsed by the scorer: 498/498" in text
+    rows = read_jsonl(predict_mod.cache_path_for(out))
+    assert sorted(r["id"] for r in rows) == sorted(row["id"] for row in sub)
+    # --no-repair reuses the cache and writes the answers as generated: the random model's do not parse
+    raw_out = tmp_path / "raw.json"
+    raw_out.with_name("raw.cache.jsonl").write_bytes(predict_mod.cache_path_for(out).read_bytes())
+    assert predict_mod.predict_command([*argv[:5], str(raw_out), *argv[6:], "--no-repair"]) == 0
+    assert "0 generated now" in capsys.readouterr().out
+    raw = json.loads(raw_out.read_text(encoding="utf-8"))
+    assert sum(parse_answer(r["output"]["answer"]).pattern is not None for r in raw) < 498
+
+
+def test_predict_resumes_after_a_failure_without_recomputing(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    data, out = split_path("dev", data_dir), tmp_path / "dev.json"
+    argv = _argv(
+        tiny_model_dir,
+        data,
+        out,
+        "--limit",
+        "20",
+        "--batch-size",
+        "4",
+        "--train-file",
+        str(split_path("train", data_dir)),
+    )
+    real = predict_mod.iter_generate
+
+    def failing(*args, **kwargs):
+        for n, batch in enumerate(real(*args, **kwargs)):
+            if n == 2:
+                raise RuntimeError("injected failure")
+            yield batch
+
+    monkeypatch.setattr(predict_mod, "iter_generate", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        predict_mod.predict_command(argv)
+    assert not out.exists()
+    first = [r["id"] for r in read_jsonl(predict_mod.cache_path_for(out))]
+    assert len(first) == 8 and len(set(first)) == 8
+
+    seen: list[int] = []
+
+    def counting(model, tokenizer, prompts, **kwargs):
+        seen.append(len(prompts))
+        yield from real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "iter_generate", counting)
+    assert predict_mod.predict_command(argv) == 0
+    assert seen == [12]
+    rows = read_jsonl(predict_mod.cache_path_for(out))
+    ids = [r["id"] for r in rows]
+    assert len(ids) == 20 and len(set(ids)) == 20 and ids[:8] == first
+    by_id = {r["id"]: r for r in rows}
+    assert all(bool(by_id[it.id].get("logprobs")) == bool(candidates(it)) for it in load_items(data)[:20])
+    assert len(_check_submission(out, data, limit=20)) == 20
+
+    seen.clear()  # a third run only reads the cache
+    assert predict_mod.predict_command(argv) == 0 and seen == []
+
+
+@pytest.mark.slow
+def test_killed_predict_resumes_where_it_stopped(tiny_model_dir, data_dir, tmp_path):
+    data, out = split_path("test", data_dir), tmp_path / "test.json"
+    cache = predict_mod.cache_path_for(out)
+    cmd = [
+        sys.executable,
+        "-m",
+        "malpyeong_grpo.cli",
+        "predict",
+        *_argv(
+            tiny_model_dir,
+            data,
+            out,
+            "--limit",
+            "300",
+            "--batch-size",
+            "1",
+            "--num-shots",
+            "0",
+            "--max-new-tokens",
+            "32",
+            "--choice",
+            "snap",
+        ),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.exists() and cache.read_text(encoding="utf-8").count("\n") >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode()  # still running: killed midway
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [r["id"] for r in read_jsonl(cache)]
+    assert 5 <= len(done) < 300 and not out.exists()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert f"300 answers ({300 - len(done)} generated now, {len(done)} from" in res.stdout
+    ids = [r["id"] for r in read_jsonl(cache)]
+    assert len(ids) == 300 and len(set(ids)) == 300 and ids[: len(done)] == done
+    assert len(_check_submission(out, data, limit=300)) == 300
+
+
+def test_changed_settings_refuse_the_cache_until_restart(tiny_model_dir, data_dir, tmp_path, capsys):
+    data, out = split_path("test", data_dir), tmp_path / "s.json"
+    base = _argv(tiny_model_dir, data, out, "--limit", "3", "--num-shots", "0")
+    assert predict_mod.predict_command(base) == 0
+    with pytest.raises(DataError, match=r"other settings \(max_new_tokens: 4 -> 5.*--restart"):
+        predict_mod.predict_command([*base, "--max-new-tokens", "5"])
+    assert cli_main(["predict", *base, "--max-new-tokens", "5"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert predict_mod.predict_command([*base, "--max-new-tokens", "5", "--restart"]) == 0
+    assert "3 generated now" in capsys.readouterr().out
+
+
+def test_bad_options_are_one_line_errors(tiny_model_dir, data_dir, tmp_path, capsys):
+    dev, test = split_path("dev", data_dir), split_path("test", data_dir)
+    cases = [
+        (_argv(tiny_model_dir, test, tmp_path / "a.json", "--train-file", str(dev)), "never come from dev"),
+        (_argv(tiny_model_dir, test, test), "must not overwrite the input"),
+        (_argv(tiny_model_dir, tmp_path / "missing.json", tmp_path / "b.json"), "file not found"),
+        (_argv(tiny_model_dir, test, tmp_path / "c.json", "--adapter", str(tmp_path)), "not a peft adapter"),
+        (_argv(tiny_model_dir, test, tmp_path / "d.json", "--batch-size", "0"), "--batch-size must be at least 1"),
+        (_argv(tiny_model_dir, test, tmp_path / "e.json", "--context-k", "2"), "--context-k needs --rules"),
+    ]
+    for argv, message in cases:
+        assert cli_main(["predict", *argv]) == 2, message
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -3,11 +3,30 @@ candidate log-probabilities for 선택형 items, and the resumable ``predict`` c
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .prompts import STOP_MARKERS, render
+from .answer import parse_answer
+from .data import (
+    SPLIT_FILES,
+    DataError,
+    Item,
+    append_jsonl,
+    default_data_dir,
+    load_items,
+    read_jsonl,
+    split_path,
+    write_json,
+)
+from .models import load_model, load_tokenizer, resolve_model
+from .prompts import STOP_MARKERS, build_prompt, extract_answer, has_chat_template, render, select_shots
+from .repair import CHOICE_MODES, Repair, candidates, count_repairs, repair_answer
 
 Prompt = str | list[dict[str, str]]
 
@@ -184,3 +203,395 @@ def generate_answers(
         for i, text in batch:
             out[i] = text
     return [t or "" for t in out]
+
+
+def candidate_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    cands: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 8,
+) -> list[dict[str, float]]:
+    """For each prompt, the model's summed log-probability of answering with each candidate sentence: the
+    continuation ``"<candidate>"가 옳다.`` (after a space for plain-text prompts, which end in '답변:')."""
+    import torch
+
+    from .answer import format_answer
+
+    encoded = _encode(prompts, tokenizer)
+    pairs = []  # (prompt index, candidate, prompt ids, continuation ids)
+    for i, (p, cs) in enumerate(zip(prompts, cands, strict=True)):
+        lead = " " if isinstance(p, str) else ""
+        for c in cs:
+            cont = tokenizer(lead + format_answer(c, ""), add_special_tokens=False).input_ids
+            pairs.append((i, c, encoded[i], cont))
+    out: list[dict[str, float]] = [{} for _ in prompts]
+    pairs.sort(key=lambda x: -(len(x[2]) + len(x[3])))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = _device(model)
+    model.eval()
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        ids, mask = _left_pad([p + c for _, _, p, c in batch], pad_id)
+        keep = max(len(c) for *_, c in batch) + 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                logits_to_keep=keep,
+            ).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position j predicts the token at kept position j + 1
+        for row, (i, c, _, cont) in enumerate(batch):
+            targets = torch.tensor(cont, device=logp.device)
+            lp = logp[row, -len(cont) :].gather(-1, targets[:, None]).sum()
+            out[i][c] = float(lp)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The predict command: options, resumable cache, submission file
+
+
+def add_predict_args(parser: argparse.ArgumentParser) -> None:
+    """The options shared by ``predict`` and ``evaluate``: model, decoding, prompt, context, repair."""
+    m = parser.add_argument_group("model")
+    m.add_argument("--model", default="embedded", help="HF id or folder, a .gguf file, or 'embedded' (default)")
+    m.add_argument("--adapter", help="peft LoRA adapter folder loaded on top of --model")
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    m.add_argument("--load-in-4bit", action="store_true", help="4-bit base (bitsandbytes, GPU)")
+    m.add_argument("--load-in-8bit", action="store_true", help="8-bit base (bitsandbytes, GPU)")
+    m.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "transformers", "vllm"],
+        help="auto: vLLM when installed and a GPU is present, else transformers",
+    )
+    g = parser.add_argument_group("decoding")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--num-beams", type=int, default=1, help="beam search when > 1")
+    g.add_argument(
+        "--no-stop-at-newline",
+        action="store_true",
+        help="let an answer run past its first line (the gold answers are one line)",
+    )
+    p = parser.add_argument_group("prompt")
+    p.add_argument("--num-shots", type=int, default=2, help="few-shot examples from the training split (default 2)")
+    p.add_argument("--train-file", help="shot pool (default: the official train file beside --data); never dev")
+    p.add_argument("--seed", type=int, default=0, help="shot selection seed")
+    p.add_argument(
+        "--chat",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="chat-template prompts (auto: when the tokenizer has a template)",
+    )
+    c = parser.add_argument_group("retrieved context (RAG)")
+    c.add_argument(
+        "--context-k", type=int, default=0, help="put the top K retrieved rules in each prompt (default 0: none)"
+    )
+    c.add_argument("--rules", help="rules.jsonl (malpyeong-grpo rules) or the reference .docx")
+    c.add_argument("--retrieved", help="retrieval output (malpyeong-grpo retrieve); default: retrieve now")
+    c.add_argument("--retrieval-method", default="bm25", help="retriever when --retrieved is not given (default bm25)")
+    r = parser.add_argument_group("repair")
+    r.add_argument("--no-repair", action="store_true", help="write the answers as generated (cut at stop markers)")
+    r.add_argument(
+        "--choice",
+        default="hybrid",
+        choices=list(CHOICE_MODES),
+        help="option questions: hybrid (default) snaps a sentence that names one option to it and takes the "
+        "option the model finds most probable otherwise; snap never scores options (an undecided answer takes the "
+        "first); logprob always takes the most probable option",
+    )
+    o = parser.add_argument_group("run")
+    o.add_argument("--limit", type=int, help="only the first N items of --data")
+    o.add_argument("--restart", action="store_true", help="discard the cache of an earlier run with other settings")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@dataclass
+class Predictions:
+    """A finished prediction run over ``items`` (in input order)."""
+
+    items: list[Item]
+    raw: list[str]  # completions as generated
+    unrepaired: list[str]  # completions cut at their stop markers
+    answers: list[str]  # what the submission holds (repaired unless --no-repair)
+    repairs: list[Repair]  # the repairs of each answer (what repair would do, also under --no-repair)
+    generated: int  # items generated in this run (the rest came from the cache)
+    cache_path: Path
+    repaired: bool  # whether ``answers`` are the repaired ones
+
+    @property
+    def repair_counts(self) -> dict[str, int]:
+        return count_repairs(self.repairs)
+
+    @property
+    def parsed(self) -> int:
+        """Answers in which the official scorer finds its pattern."""
+        return sum(parse_answer(a).pattern is not None for a in self.answers)
+
+
+def cache_path_for(out: str | os.PathLike[str]) -> Path:
+    """The resumable JSONL cache beside an output file: ``submission.json`` -> ``submission.cache.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".cache.jsonl")
+
+
+def _train_pool(args: argparse.Namespace, data_path: Path) -> list[Item]:
+    if args.num_shots <= 0:
+        return []
+    if args.train_file:
+        path = Path(args.train_file)
+    else:
+        beside = data_path.parent / SPLIT_FILES["train"]
+        data_dir = default_data_dir()
+        path = beside if beside.is_file() else (split_path("train", data_dir) if data_dir else beside)
+    if path.name == SPLIT_FILES["dev"]:
+        raise DataError([f"{path}: --train-file is the dev split; few-shot examples never come from dev"])
+    if not path.is_file():
+        raise DataError([f"{path}: training file for few-shot examples not found (give --train-file or --num-shots 0)"])
+    return load_items(path, require_answer=True)
+
+
+def _contexts(args: argparse.Namespace, items: list[Item]) -> list[list[str]]:
+    """The retrieved rule texts of each item (never the gold rule: that is for training and ablations)."""
+    if args.context_k == 0:
+        return [[] for _ in items]
+    from .retrieval import build_contexts
+
+    ctx = build_contexts(
+        items, args.rules, args.retrieved, k=args.context_k, include_gold=False, method=args.retrieval_method
+    )
+    return [list(ctx[it.id].texts) for it in items]
+
+
+def _config(args: argparse.Namespace, data_path: Path) -> dict[str, Any]:
+    """Everything that decides a completion: a cache made under another config is not reused."""
+    keys = (
+        "model",
+        "adapter",
+        "dtype",
+        "load_in_4bit",
+        "load_in_8bit",
+        "max_new_tokens",
+        "sample",
+        "temperature",
+        "top_p",
+        "num_beams",
+        "no_stop_at_newline",
+        "num_shots",
+        "train_file",
+        "seed",
+        "chat",
+        "context_k",
+        "rules",
+        "retrieved",
+        "retrieval_method",
+    )
+    cfg = {k: getattr(args, k) for k in keys}
+    if not cfg["context_k"]:  # --rules alone (evaluate's rule categories) changes no prompt
+        cfg["rules"] = cfg["retrieved"] = cfg["retrieval_method"] = None
+    cfg["logprobs"] = args.choice != "snap"  # scored under --no-repair too: the cache then serves both
+    if not cfg["sample"]:
+        cfg["temperature"] = cfg["top_p"] = None
+    return cfg
+
+
+def _config_key(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _question_key(item: Item) -> str:
+    return hashlib.sha256(f"{item.question_type}\n{item.question}".encode()).hexdigest()[:12]
+
+
+def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(model or VllmEngine, tokenizer) as the options ask."""
+    backend = args.backend
+    if backend == "auto":
+        backend = "vllm" if _vllm_usable() and not (args.load_in_4bit or args.load_in_8bit) else "transformers"
+    tokenizer = load_tokenizer(args.adapter if args.adapter and _has_tokenizer(args.adapter) else args.model)
+    if backend == "vllm":
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        llm = LLM(model=resolve_model(args.model), dtype=args.dtype, enable_lora=bool(args.adapter))
+        return VllmEngine(llm, LoRARequest("adapter", 1, args.adapter) if args.adapter else None), tokenizer
+    model = load_model(args.model, args.dtype, args.load_in_4bit, args.load_in_8bit, adapter=args.adapter)
+    if not (args.load_in_4bit or args.load_in_8bit):
+        import torch
+
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+    return model, tokenizer
+
+
+def _vllm_usable() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _has_tokenizer(folder: str) -> bool:
+    return (Path(folder) / "tokenizer_config.json").is_file()
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    problems = []
+    for name in ("max_new_tokens", "batch_size", "num_beams"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.num_shots < 0 or args.context_k < 0:
+        problems.append("--num-shots and --context-k must not be negative")
+    if args.context_k and not args.rules:
+        problems.append("--context-k needs --rules (rules.jsonl from 'malpyeong-grpo rules', or the reference .docx)")
+    if args.limit is not None and args.limit < 1:
+        problems.append(f"--limit must be at least 1, got {args.limit}")
+    if args.sample and args.num_beams > 1:
+        problems.append("--sample and --num-beams > 1 cannot be combined")
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
+        problems.append(f"{args.adapter}: not a peft adapter folder (no adapter_config.json)")
+    if problems:
+        raise DataError(problems)
+
+
+def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], cache: Path) -> Predictions:
+    """Generate (or take from ``cache``) a completion for every item, then repair; resumable item by item."""
+    _check_args(args)
+    cfg = _config(args, data_path)
+    key = _config_key(cfg)
+    if args.restart:
+        cache.unlink(missing_ok=True)
+    rows = read_jsonl(cache)
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("raw"), str):
+            raise DataError([f"{cache}: line {n}: not a prediction cache row (delete the file or pass --restart)"])
+        if row.get("config") != key:
+            old = rows[0].get("settings") if isinstance(rows[0].get("settings"), dict) else {}
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.items() if old.get(k) != v)
+            raise DataError(
+                [
+                    f"{cache}: line {n} (id {row['id']!r}): made with other settings ({diff or 'unknown'}); "
+                    "pass --restart to discard it, or choose another --out"
+                ]
+            )
+    done = {row["id"]: row for row in rows}
+    for it in items:
+        if it.id in done and done[it.id].get("q") != _question_key(it):
+            raise DataError(
+                [
+                    f"{cache}: id {it.id!r} was answered for another question (another data file?); pass --restart "
+                    "to discard the cache, or choose another --out"
+                ]
+            )
+    todo = [it for it in items if it.id not in done]
+    generated = 0
+    if todo:
+        pool = _train_pool(args, data_path)
+        contexts = _contexts(args, todo)
+        engine, tokenizer = _load_engine(args)
+        if isinstance(engine, VllmEngine) and args.choice == "logprob" and not args.no_repair:
+            raise DataError(["--choice logprob needs the transformers backend (--backend transformers)"])
+        chat = None if args.chat == "auto" else args.chat == "yes"
+        if chat and not has_chat_template(tokenizer):
+            raise DataError([f"{args.model}: --chat yes, but the tokenizer has no chat template"])
+        prompts = [
+            build_prompt(it, select_shots(it, pool, args.num_shots, args.seed), ctx, tokenizer, chat)
+            for it, ctx in zip(todo, contexts, strict=True)
+        ]
+        markers = STOP_MARKERS if args.no_stop_at_newline else (*STOP_MARKERS, "\n")
+        for batch in iter_generate(
+            engine,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=args.sample,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            num_beams=args.num_beams,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            stop_markers=markers,
+        ):
+            lps: list[dict[str, float]] = [{} for _ in batch]
+            if cfg["logprobs"] and not isinstance(engine, VllmEngine):  # vLLM: hybrid works as snap
+                sel = [(n, i) for n, (i, _) in enumerate(batch) if candidates(todo[i])]
+                scored = candidate_logprobs(
+                    engine,
+                    tokenizer,
+                    [prompts[i] for _, i in sel],
+                    [candidates(todo[i]) for _, i in sel],
+                    batch_size=args.batch_size,
+                )
+                for (n, _), lp in zip(sel, scored, strict=True):
+                    lps[n] = lp
+            for (i, text), lp in zip(batch, lps, strict=True):
+                row = {"id": todo[i].id, "q": _question_key(todo[i]), "raw": text, "config": key}
+                if lp:
+                    row["logprobs"] = lp
+                if not done:
+                    row["settings"] = cfg
+                append_jsonl(cache, row)
+                done[todo[i].id] = row
+                generated += 1
+    raw = [done[it.id]["raw"] for it in items]
+    unrepaired = [extract_answer(t) for t in raw]
+    repairs = [
+        repair_answer(it, text, done[it.id].get("logprobs"), args.choice)
+        for it, text in zip(items, unrepaired, strict=True)
+    ]
+    answers = unrepaired if args.no_repair else [r.answer for r in repairs]
+    return Predictions(items, raw, unrepaired, answers, repairs, generated, cache, not args.no_repair)
+
+
+def _read_data(args: argparse.Namespace) -> tuple[Path, list[Item]]:
+    data_path = Path(args.data)
+    items = load_items(data_path)
+    return data_path, items[: args.limit] if args.limit else items
+
+
+def submission(items: Sequence[Item], answers: Sequence[str]) -> list[dict[str, Any]]:
+    """The official submission: the items in input order, ``output.answer`` holding each prediction."""
+    return [Item(it.id, it.question_type, it.question, a).to_json() for it, a in zip(items, answers, strict=True)]
+
+
+def summary_lines(pred: Predictions) -> list[str]:
+    """A few lines on a finished run: counts, parse rate, repairs."""
+    n = len(pred.items)
+    counts = pred.repair_counts
+    kinds = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("answers", "repaired")) or "none"
+    unparsed = sum(parse_answer(a).pattern is None for a in pred.unrepaired)
+    return [
+        f"{n} answers ({pred.generated} generated now, {n - pred.generated} from {pred.cache_path})",
+        f"parsed by the scorer: {pred.parsed}/{n} (as generated: {n - unparsed}/{n})",
+        f"repairs{'' if pred.repaired else ' (not applied: --no-repair)'}: {counts['repaired']}/{n} answers; {kinds}",
+    ]
+
+
+def predict_command(argv: list[str]) -> int:
+    """``malpyeong-grpo predict --data FILE --out submission.json``: a resumable submission file."""
+    parser = argparse.ArgumentParser(prog="malpyeong-grpo predict", description=predict_command.__doc__)
+    parser.add_argument("--data", required=True, help="official JSON (or JSONL) file to answer, e.g. the test split")
+    parser.add_argument("--out", required=True, help="submission JSON to write")
+    add_predict_args(parser)
+    args = parser.parse_args(argv)
+    data_path, items = _read_data(args)
+    out = Path(args.out)
+    if out.resolve() == data_path.resolve():
+        raise DataError([f"{out}: --out must not overwrite the input file"])
+    pred = predict_items(args, data_path, items, cache_path_for(out))
+    write_json(out, submission(items, pred.answers))
+    for line in summary_lines(pred):
+        print(line)
+    print(f"wrote {out}")
+    return 0

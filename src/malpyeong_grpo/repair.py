@@ -32,7 +32,9 @@ REPAIR_KINDS = {
     "undecided": "sentence named no single option: first candidate (or log-probability) used",
     "final_punct": "final punctuation of the question's sentence restored",
 }
-CHOICE_MODES = ("snap", "logprob")
+# how an option is chosen: 'hybrid' snaps a sentence that names one option and asks the model's log-probabilities
+# otherwise; 'snap' never uses log-probabilities (an undecided answer takes the first option); 'logprob' always does
+CHOICE_MODES = ("hybrid", "snap", "logprob")
 
 _CURLY = str.maketrans({"“": '"', "”": '"', "„": '"', "‟": '"', "″": '"', "‘": "'", "’": "'", "‚": "'", "′": "'"})
 _DASH_LINE = re.compile(r"^\s*[―ㅡ\-–—]\s*(.*?)\s*$")
@@ -135,13 +137,14 @@ def choose_candidate(
     sentence: str | None,
     cands: list[str],
     logprobs: Mapping[str, float] | None = None,
-    mode: str = "snap",
+    mode: str = "hybrid",
 ) -> tuple[str, str | None]:
     """(candidate, repair kind or None when the sentence already was that candidate).
 
-    ``snap``: the candidate equal to the sentence, else the most similar one (difflib ratio); a sentence that still
-    holds the options (``{``, ``/``) or is missing is undecided and goes to the best log-probability when given,
-    else the first candidate. ``logprob``: the candidate with the highest log-probability, whatever the sentence.
+    ``hybrid``/``snap``: the candidate equal to the sentence, else the most similar one (difflib ratio); a sentence
+    that still holds the options (``{``, ``/``) or is missing is undecided and goes to the best log-probability when
+    ``logprobs`` are given, else to the first candidate. ``logprob``: the candidate with the highest log-probability,
+    whatever the sentence.
     """
     if mode not in CHOICE_MODES:
         raise ValueError(f"unknown choice mode {mode!r} (expected one of {', '.join(CHOICE_MODES)})")
@@ -186,7 +189,7 @@ def repair_answer(
     item: Item,
     text: str,
     logprobs: Mapping[str, float] | None = None,
-    choice: str = "snap",
+    choice: str = "hybrid",
 ) -> Repair:
     """The answer ``text`` (a completion cut at its stop markers) in the official form, with the repairs made."""
     kinds: list[str] = []
@@ -214,7 +217,7 @@ def repair_answer(
         sentence, reason = None, fixed
     cands = candidates(item)
     if cands:
-        chosen, how = choose_candidate(sentence or None, cands, logprobs, choice)
+        chosen, how = choose_candidate(sentence or None, cands, None if choice == "snap" else logprobs, choice)
         if sentence is None or not sentence:
             kinds.append("fallback")
         if how:
