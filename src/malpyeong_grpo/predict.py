@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +327,7 @@ class Predictions:
     generated: int  # items generated in this run (the rest came from the cache)
     cache_path: Path
     repaired: bool  # whether ``answers`` are the repaired ones
+    seconds: float = 0.0  # wall time of generation (and option scoring) in this run, model loading excluded
 
     @property
     def repair_counts(self) -> dict[str, int]:
@@ -495,7 +497,7 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
                 ]
             )
     todo = [it for it in items if it.id not in done]
-    generated = 0
+    generated, seconds = 0, 0.0
     if todo:
         pool = _train_pool(args, data_path)
         contexts = _contexts(args, todo)
@@ -510,6 +512,7 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
             for it, ctx in zip(todo, contexts, strict=True)
         ]
         markers = STOP_MARKERS if args.no_stop_at_newline else (*STOP_MARKERS, "\n")
+        start = time.perf_counter()
         for batch in iter_generate(
             engine,
             tokenizer,
@@ -544,6 +547,7 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
                 append_jsonl(cache, row)
                 done[todo[i].id] = row
                 generated += 1
+        seconds = time.perf_counter() - start
     raw = [done[it.id]["raw"] for it in items]
     unrepaired = [extract_answer(t) for t in raw]
     repairs = [
@@ -551,7 +555,7 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
         for it, text in zip(items, unrepaired, strict=True)
     ]
     answers = unrepaired if args.no_repair else [r.answer for r in repairs]
-    return Predictions(items, raw, unrepaired, answers, repairs, generated, cache, not args.no_repair)
+    return Predictions(items, raw, unrepaired, answers, repairs, generated, cache, not args.no_repair, seconds)
 
 
 def _read_data(args: argparse.Namespace) -> tuple[Path, list[Item]]:
@@ -571,8 +575,9 @@ def summary_lines(pred: Predictions) -> list[str]:
     counts = pred.repair_counts
     kinds = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("answers", "repaired")) or "none"
     unparsed = sum(parse_answer(a).pattern is None for a in pred.unrepaired)
+    rate = f" in {pred.seconds:.0f} s, {pred.seconds / pred.generated:.2f} s/item" if pred.generated else ""
     return [
-        f"{n} answers ({pred.generated} generated now, {n - pred.generated} from {pred.cache_path})",
+        f"{n} answers ({pred.generated} generated now{rate}, {n - pred.generated} from {pred.cache_path})",
         f"parsed by the scorer: {pred.parsed}/{n} (as generated: {n - unparsed}/{n})",
         f"repairs{'' if pred.repaired else ' (not applied: --no-repair)'}: {counts['repaired']}/{n} answers; {kinds}",
     ]

@@ -1,0 +1,115 @@
+"""The evaluate command on the tiny offline model: report files, breakdowns by type and rule category, worst items,
+comparison across runs, and the numbers checked against a direct computation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from malpyeong_grpo.answer import exact_match, parse_answer
+from malpyeong_grpo.cli import main as cli_main
+from malpyeong_grpo.data import append_jsonl, load_items, split_path
+from malpyeong_grpo.evaluate import breakdown, evaluate_command, load_runs
+from malpyeong_grpo.rules import parse_docx
+
+
+def _argv(model_dir, data_dir, out_dir, *extra):
+    return [
+        "--model", str(model_dir), "--data", str(split_path("dev", data_dir)), "--out-dir", str(out_dir),
+        "--limit", "12", "--max-new-tokens", "6", "--num-shots", "1", "--em-only", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def labels_file(data_dir, tmp_path_factory):
+    """Gold-context labels for the first 12 dev items (rule ids of the real corpus; 11 labelled, 1 left out)."""
+    rules = parse_docx(data_dir / "reference_rules.docx")
+    by_cat: dict[str, str] = {}
+    for r in rules:
+        by_cat.setdefault(r.category, r.id)
+    ids = [it.id for it in load_items(split_path("dev", data_dir))[:12]]
+    path = tmp_path_factory.mktemp("labels") / "labels.jsonl"
+    cats = sorted(by_cat)
+    for n, item_id in enumerate(ids[:11]):
+        append_jsonl(path, {"id": item_id, "rule_id": by_cat[cats[n % len(cats)]]})
+    return path
+
+
+def test_evaluate_writes_the_report_with_breakdowns(tiny_model_dir, data_dir, tmp_path, labels_file, capsys):
+    out = tmp_path / "eval"
+    rules = str(data_dir / "reference_rules.docx")
+    argv = _argv(tiny_model_dir, data_dir, out, "--labels", str(labels_file), "--rules", rules, "--worst", "5")
+    assert evaluate_command([*argv, "--run-name", "first"]) == 0
+    assert "parsed by the scorer: 12/12" in capsys.readouterr().out
+    result = json.loads((out / "first" / "result.json").read_text(encoding="utf-8"))
+    items = load_items(split_path("dev", data_dir))[:12]
+    preds = json.loads((out / "first" / "predictions.json").read_text(encoding="utf-8"))
+    assert [p["id"] for p in preds] == [it.id for it in items]
+    # the numbers against a direct computation from the written predictions
+    em = [exact_match(p["output"]["answer"], it.answer) for p, it in zip(preds, items, strict=True)]
+    assert result["scores"]["exact_match"] == pytest.approx(sum(em) / 12)
+    assert result["scores"]["parsed"] == 1.0 and result["scores"]["parsed_unrepaired"] < 1.0
+    assert all(parse_answer(p["output"]["answer"]).pattern for p in preds)
+    # per type and per category
+    by_type = result["by_type"]
+    assert set(by_type) == {"선택형", "교정형"}
+    assert sum(row["n_items"] for row in by_type.values()) == 12
+    sel = [e for e, it in zip(em, items, strict=True) if it.question_type == "선택형"]
+    assert by_type["선택형"]["exact_match"] == pytest.approx(sum(sel) / len(sel))
+    cats = result["by_category"]
+    assert "(no label)" in cats and cats["(no label)"]["n_items"] == 1
+    assert set(cats) - {"(no label)"} <= {r.category for r in parse_docx(data_dir / "reference_rules.docx")}
+    assert sum(row["n_items"] for row in cats.values()) == 12
+    # worst items carry gold and answers, lowest EM first
+    worst = result["worst"]
+    assert len(worst) == 5 and all(w["gold"] and w["prediction"] for w in worst)
+    assert [w["scores"]["exact_match"] for w in worst] == sorted(w["scores"]["exact_match"] for w in worst)
+    assert result["repairs"]["answers"] == 12
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Runs in this folder", "### By question type", "### By rule category", "### The 5 worst"):
+        assert heading in report
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second run (other settings) is compared with the first; the first's cache is untouched
+    assert evaluate_command([*argv, "--run-name", "second", "--no-repair", "--choice", "snap"]) == 0
+    runs = load_runs(out)
+    assert [r["run"] for r in runs] == ["first", "second"]
+    second = runs[1]
+    assert second["repaired"] is False and second["scores"]["parsed"] == second["scores"]["parsed_unrepaired"]
+    summary = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [r["run"] for r in summary["runs"]] == ["first", "second"]
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "`first`" in report and "`second`" in report and "counted, not applied" in report
+
+
+def test_evaluate_without_labels_skips_categories_and_resumes(tiny_model_dir, data_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = _argv(tiny_model_dir, data_dir, out)
+    assert evaluate_command(argv) == 0
+    assert evaluate_command(argv) == 0  # same settings: the same run folder, everything from its cache
+    text = capsys.readouterr().out
+    assert "12 answers (0 generated now, 12 from" in text
+    (run,) = load_runs(out)
+    assert run["by_category"] is None
+    assert "breakdown skipped" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_errors_are_one_liners(tiny_model_dir, data_dir, tmp_path, capsys):
+    test_file = split_path("test", data_dir)
+    cases = [
+        (["--data", str(test_file)], "missing key 'output.answer'"),
+        (["--labels", str(tmp_path / "none.jsonl")], "file not found"),
+        (["--run-name", "a b"], "--run-name"),
+    ]
+    for extra, message in cases:
+        assert cli_main(["evaluate", *_argv(tiny_model_dir, data_dir, tmp_path / "e"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_breakdown_means_skip_missing_values():
+    per_item = {"a": {"em": 1.0, "r": 0.5}, "b": {"em": 0.0, "r": None}, "c": {"em": 1.0}}
+    table = breakdown({"a": "x", "b": "x", "c": "y"}, per_item)
+    assert table == {"x": {"n_items": 2, "em": 0.5, "r": 0.5}, "y": {"n_items": 1, "em": 1.0}}
