@@ -249,3 +249,39 @@ def test_bad_options_are_one_line_errors(tiny_model_dir, data_dir, tmp_path, cap
         assert cli_main(["predict", *argv]) == 2, message
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_prompts_carry_shots_from_train_and_retrieved_rules(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    seen: list = []
+    real = predict_mod.iter_generate
+
+    def capture(model, tokenizer, prompts, **kwargs):
+        seen.extend(prompts)
+        yield from real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "iter_generate", capture)
+    docx = data_dir / "reference_rules.docx"
+    argv = _argv(tiny_model_dir, split_path("test", data_dir), tmp_path / "c.json", "--limit", "3", "--num-shots", "2")
+    assert predict_mod.predict_command([*argv, "--context-k", "2", "--rules", str(docx), "--choice", "snap"]) == 0
+    train_answers = {it.answer for it in load_items(split_path("train", data_dir))}
+    assert len(seen) == 3
+    for prompt in seen:
+        assert isinstance(prompt, str) and prompt.count("### 예시") == 2 and "[참고 규정]\n(1) " in prompt
+        shots = [block.split("답변: ", 1)[1].split("\n\n")[0] for block in prompt.split("### 예시")[1:]]
+        assert all(s in train_answers for s in shots)
+
+
+def test_chat_models_get_their_template(tmp_path, data_dir):
+    from tiny import make_tiny_model
+
+    from malpyeong_grpo.prompts import build_prompt, render
+
+    folder = make_tiny_model(tmp_path / "chat", chat_template=True)
+    model, tok = load_model(str(folder)), load_tokenizer(str(folder))
+    item = load_items(split_path("test", data_dir))[1]
+    prompt = build_prompt(item, tokenizer=tok)
+    assert isinstance(prompt, list) and render(prompt, tok).endswith("<assistant>")
+    (text,) = generate_answers(model, tok, [prompt], max_new_tokens=4, progress=False)
+    assert isinstance(text, str)
+    lps = predict_mod.candidate_logprobs(model, tok, [prompt], [["가", "나"]])
+    assert set(lps[0]) == {"가", "나"} and all(v < 0 for v in lps[0].values())
