@@ -14,7 +14,7 @@ from typing import Any
 
 from .answer import exact_match, parse_answer
 from .data import DataError, Item, atomic_write_text, load_items, write_json
-from .predict import Predictions, add_predict_args, predict_items, submission, summary_lines
+from .predict import Predictions, add_predict_args, generation_settings, predict_items, submission, summary_lines
 from .repair import REPAIR_KINDS
 
 RESULT = "result.json"
@@ -146,9 +146,10 @@ def _slug(text: str) -> str:
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """A run's folder name: model (+ adapter) and a digest of every option that changes the predictions."""
-    keys = sorted(k for k in vars(args) if k not in {"out_dir", "run_name", "quiet", "restart", "worst", "em_only"})
-    digest = hashlib.sha256(json.dumps({k: getattr(args, k) for k in keys}, default=str).encode()).hexdigest()[:8]
+    """A run's folder name: model (+ adapter) and a digest of the options that change the predictions."""
+    key = {**generation_settings(args), "data": str(args.data), "limit": args.limit}
+    key.update(no_repair=args.no_repair, choice=args.choice)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     name = _slug(args.model) + (f"+{_slug(args.adapter)}" if args.adapter else "")
     return f"{name}-{digest}"
 

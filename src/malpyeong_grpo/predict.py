@@ -373,7 +373,7 @@ def _contexts(args: argparse.Namespace, items: list[Item]) -> list[list[str]]:
     return [list(ctx[it.id].texts) for it in items]
 
 
-def _config(args: argparse.Namespace, data_path: Path) -> dict[str, Any]:
+def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Everything that decides a completion: a cache made under another config is not reused."""
     keys = (
         "model",
@@ -470,7 +470,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], cache: Path) -> Predictions:
     """Generate (or take from ``cache``) a completion for every item, then repair; resumable item by item."""
     _check_args(args)
-    cfg = _config(args, data_path)
+    cfg = generation_settings(args)
     key = _config_key(cfg)
     if args.restart:
         cache.unlink(missing_ok=True)
