@@ -285,3 +285,22 @@ def test_chat_models_get_their_template(tmp_path, data_dir):
     assert isinstance(text, str)
     lps = predict_mod.candidate_logprobs(model, tok, [prompt], [["가", "나"]])
     assert set(lps[0]) == {"가", "나"} and all(v < 0 for v in lps[0].values())
+
+
+def test_adapter_alone_names_its_base_model(tiny_model_dir, data_dir, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(str(tiny_model_dir))
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "a.json"
+    argv = ["--adapter", str(tmp_path / "adapter"), "--data", str(split_path("test", data_dir)), "--out", str(out)]
+    assert (
+        predict_mod.predict_command([*argv, "--limit", "2", "--max-new-tokens", "3", "--num-shots", "0", "--quiet"])
+        == 0
+    )
+    settings = read_jsonl(predict_mod.cache_path_for(out))[0]["settings"]
+    assert settings["model"] == str(tiny_model_dir) and settings["adapter"] == str(tmp_path / "adapter")
+    bad = ["--model", str(tmp_path / "no-model"), *argv[2:5], str(tmp_path / "b.json"), "--num-shots", "0"]
+    assert cli_main(["predict", *bad]) == 2
+    assert "cannot load the model" in capsys.readouterr().err

@@ -14,7 +14,15 @@ from typing import Any
 
 from .answer import exact_match, parse_answer
 from .data import DataError, Item, atomic_write_text, load_items, write_json
-from .predict import Predictions, add_predict_args, generation_settings, predict_items, submission, summary_lines
+from .predict import (
+    Predictions,
+    add_predict_args,
+    generation_settings,
+    model_name,
+    predict_items,
+    submission,
+    summary_lines,
+)
 from .repair import REPAIR_KINDS
 
 RESULT = "result.json"
@@ -150,7 +158,7 @@ def run_name(args: argparse.Namespace) -> str:
     key = {**generation_settings(args), "data": str(args.data), "limit": args.limit}
     key.update(no_repair=args.no_repair, choice=args.choice)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    name = _slug(args.model) + (f"+{_slug(args.adapter)}" if args.adapter else "")
+    name = _slug(model_name(args)) + (f"+{_slug(args.adapter)}" if args.adapter else "")
     return f"{name}-{digest}"
 
 
@@ -335,7 +343,10 @@ def evaluate_command(argv: list[str]) -> int:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(data_path),
         "command": "malpyeong-grpo evaluate " + " ".join(argv),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out_dir", "run_name", "quiet", "restart")},
+        "settings": {
+            **{k: v for k, v in vars(args).items() if k not in ("out_dir", "run_name", "quiet", "restart")},
+            "model": model_name(args),
+        },
         "repaired": pred.repaired,
         "generated": pred.generated,
         "seconds": pred.seconds,

@@ -25,7 +25,7 @@ from .data import (
     split_path,
     write_json,
 )
-from .models import load_model, load_tokenizer, resolve_model
+from .models import EMBEDDED, adapter_base, load_model, load_tokenizer, resolve_model
 from .prompts import STOP_MARKERS, build_prompt, extract_answer, has_chat_template, render, select_shots
 from .repair import CHOICE_MODES, Repair, candidates, count_repairs, repair_answer
 
@@ -259,7 +259,10 @@ def candidate_logprobs(
 def add_predict_args(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``predict`` and ``evaluate``: model, decoding, prompt, context, repair."""
     m = parser.add_argument_group("model")
-    m.add_argument("--model", default="embedded", help="HF id or folder, a .gguf file, or 'embedded' (default)")
+    m.add_argument(
+        "--model",
+        help="HF id or folder, a .gguf file, or 'embedded' (default: the base named by --adapter, else 'embedded')",
+    )
     m.add_argument("--adapter", help="peft LoRA adapter folder loaded on top of --model")
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     m.add_argument("--load-in-4bit", action="store_true", help="4-bit base (bitsandbytes, GPU)")
@@ -397,12 +400,18 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
         "retrieval_method",
     )
     cfg = {k: getattr(args, k) for k in keys}
+    cfg["model"] = model_name(args)
     if not cfg["context_k"]:  # --rules alone (evaluate's rule categories) changes no prompt
         cfg["rules"] = cfg["retrieved"] = cfg["retrieval_method"] = None
     cfg["logprobs"] = args.choice != "snap"  # scored under --no-repair too: the cache then serves both
     if not cfg["sample"]:
         cfg["temperature"] = cfg["top_p"] = None
     return cfg
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """The base model to load: --model, else the base named in the --adapter folder, else the embedded model."""
+    return args.model or (adapter_base(args.adapter) if args.adapter else None) or EMBEDDED
 
 
 def _config_key(cfg: dict[str, Any]) -> str:
@@ -418,14 +427,19 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
     backend = args.backend
     if backend == "auto":
         backend = "vllm" if _vllm_usable() and not (args.load_in_4bit or args.load_in_8bit) else "transformers"
-    tokenizer = load_tokenizer(args.adapter if args.adapter and _has_tokenizer(args.adapter) else args.model)
-    if backend == "vllm":
-        from vllm import LLM
-        from vllm.lora.request import LoRARequest
+    name = model_name(args)
+    try:
+        tokenizer = load_tokenizer(args.adapter if args.adapter and _has_tokenizer(args.adapter) else name)
+        if backend == "vllm":
+            from vllm import LLM
+            from vllm.lora.request import LoRARequest
 
-        llm = LLM(model=resolve_model(args.model), dtype=args.dtype, enable_lora=bool(args.adapter))
-        return VllmEngine(llm, LoRARequest("adapter", 1, args.adapter) if args.adapter else None), tokenizer
-    model = load_model(args.model, args.dtype, args.load_in_4bit, args.load_in_8bit, adapter=args.adapter)
+            llm = LLM(model=resolve_model(name), dtype=args.dtype, enable_lora=bool(args.adapter))
+            return VllmEngine(llm, LoRARequest("adapter", 1, args.adapter) if args.adapter else None), tokenizer
+        model = load_model(name, args.dtype, args.load_in_4bit, args.load_in_8bit, adapter=args.adapter)
+    except (OSError, ValueError) as e:  # a missing or malformed model folder / id
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError([f"{name}: cannot load the model ({first})"]) from None
     if not (args.load_in_4bit or args.load_in_8bit):
         import torch
 
@@ -506,7 +520,7 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
             raise DataError(["--choice logprob needs the transformers backend (--backend transformers)"])
         chat = None if args.chat == "auto" else args.chat == "yes"
         if chat and not has_chat_template(tokenizer):
-            raise DataError([f"{args.model}: --chat yes, but the tokenizer has no chat template"])
+            raise DataError([f"{model_name(args)}: --chat yes, but the tokenizer has no chat template"])
         prompts = [
             build_prompt(it, select_shots(it, pool, args.num_shots, args.seed), ctx, tokenizer, chat)
             for it, ctx in zip(todo, contexts, strict=True)
