@@ -207,18 +207,18 @@ def plot_runs(runs: Sequence[Mapping[str, Any]], path: Path, last: int = 8) -> N
     runs = list(runs)[-last:]
     cols = [*_metric_columns(runs), "exact_match_unrepaired", "parsed"]
     width = 0.8 / max(len(runs), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cols) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cols) + 2), 4.6 + 0.25 * ((len(runs) + 1) // 2)))
     for i, run in enumerate(runs):
-        vals = [100 * float(run["scores"].get(k) or 0.0) for k in cols]
+        vals = [100 * float(run["scores"].get(k) or 0.0) for k in cols]  # a metric a run lacks shows as 0
         xs = [c + (i - (len(runs) - 1) / 2) * width for c in range(len(cols))]
         bars = ax.bar(xs, vals, width, label=_cell(run.get("run"), 48))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right")
     ax.set_ylabel("score × 100")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 110)
     data = {Path(str(r.get("data", ""))).name for r in runs}
     ax.set_title(f"metrics per run ({', '.join(sorted(data))})", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
