@@ -1,0 +1,225 @@
+"""The rule corpus: the official reference document parsed into one record per ``<분류 - 규정>`` entry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .data import DataError, atomic_write_text, default_data_dir
+
+DOCX_NAME = "reference_rules.docx"
+_HEADER = re.compile(r"^<\s*(?P<category>[^<>]+?)\s+-\s+(?P<rest>[^<>]+?)\s*>$")
+_SOURCES = ("한글 맞춤법", "표준어 사정 원칙", "외래어 표기법", "문장 부호")
+_CLAUSE = re.compile(r"^(다만|\[붙임|￭|\*|\(참고\))")
+
+
+@dataclass
+class Rule:
+    """One entry of the reference document.
+
+    ``id`` is the entry's name without the category (e.g. '한글 맞춤법 제42항', '문장 부호 쉼표 규정'); ``text`` is
+    the whole body in document order (statements, sub-items, clauses and example lines); ``examples`` are the example
+    lines (the document's '- ' lines, without the dash); ``clauses`` are the sub-clauses (다만, [붙임], ￭ notes).
+    """
+
+    id: str
+    category: str
+    source: str
+    article: str
+    title: str
+    text: str
+    examples: list[str] = field(default_factory=list)
+    clauses: list[str] = field(default_factory=list)
+
+    @property
+    def statements(self) -> list[str]:
+        """The body lines that are not examples: what the rule says."""
+        return [line for line in self.text.splitlines() if not line.startswith("- ")]
+
+
+def _clean(line: str) -> str:
+    # the document carries CSV-style doubled quotes (""...""); one quote is meant
+    return re.sub(r"\s+", " ", line.replace('""', '"')).strip()
+
+
+def _split_name(rest: str) -> tuple[str, str]:
+    """(source, article) of an entry name such as '한글 맞춤법 제42항' or '문장 부호 가운뎃점 규정'."""
+    for source in _SOURCES:
+        if rest.startswith(source + " "):
+            return source, rest[len(source) :].strip()
+    m = re.match(r"^(.+?)\s+(제\s*\d.*)$", rest)
+    return (m.group(1), m.group(2)) if m else (rest, "")
+
+
+def _make_rule(where: str, header: str, lines: list[str]) -> Rule:
+    m = _HEADER.match(header)
+    assert m is not None
+    category, rest = m.group("category").strip(), m.group("rest").strip()
+    if not lines:
+        raise DataError([f"{where}: entry {header!r} has no text"])
+    source, article = _split_name(rest)
+    if source == "문장 부호" and article.endswith(" 규정"):
+        title = article[: -len(" 규정")]
+    else:
+        title = lines[0]
+    return Rule(
+        id=rest,
+        category=category,
+        source=source,
+        article=article,
+        title=title,
+        text="\n".join(lines),
+        examples=[line[2:].strip() for line in lines if line.startswith("- ")],
+        clauses=[line for line in lines if _CLAUSE.match(line)],
+    )
+
+
+def parse_docx(path: str | os.PathLike[str]) -> list[Rule]:
+    """Parse the reference rule document; a damaged, foreign or malformed .docx raises DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([f"{path}: file not found"])
+    try:
+        import docx
+
+        paragraphs = [p.text for p in docx.Document(str(path)).paragraphs]
+    except Exception as e:  # python-docx raises many kinds on a broken package
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError([f"{path}: not a readable .docx file ({reason})"]) from None
+    rules: list[Rule] = []
+    problems: list[str] = []
+    header: str | None = None
+    header_par = 0
+    body: list[str] = []
+
+    def flush() -> None:
+        if header is None:
+            return
+        try:
+            rules.append(_make_rule(f"{path}: paragraph {header_par}", header, body))
+        except DataError as e:
+            problems.extend(e.problems)
+
+    for i, raw in enumerate(paragraphs):
+        line = _clean(raw)
+        if _HEADER.match(line):
+            flush()
+            header, header_par, body = line, i, []
+        elif line and header is not None:
+            body.append(line)
+    flush()
+    if not rules and not problems:
+        raise DataError(
+            [f"{path}: no rule entries headed '<분류 - 규정 제N항>' found (is this the reference document?)"]
+        )
+    seen: dict[str, int] = {}
+    for n, rule in enumerate(rules):
+        if rule.id in seen:
+            problems.append(f"{path}: entry {n} {rule.id!r}: duplicate entry (first is entry {seen[rule.id]})")
+        seen.setdefault(rule.id, n)
+    if problems:
+        raise DataError(problems)
+    return rules
+
+
+def write_rules(rules: list[Rule], path: str | os.PathLike[str]) -> None:
+    """Atomically write rules as JSONL, one record per line."""
+    atomic_write_text(path, "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rules))
+
+
+_FIELDS = {f.name: f for f in fields(Rule)}
+
+
+def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
+    """Rules from a rules.jsonl file (or parsed straight from the reference .docx)."""
+    path = Path(path)
+    if path.suffix.lower() == ".docx":
+        return parse_docx(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError([f"{path}: file not found (make it with: malpyeong-grpo rules --out {path})"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError([f"{path}: cannot read ({e})"]) from None
+    rules: list[Rule] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"{path}: line {lineno}: not JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{path}: line {lineno}: expected an object")
+            continue
+        missing = [k for k in _FIELDS if k not in row]
+        bad = [
+            k
+            for k in ("id", "category", "source", "article", "title", "text")
+            if k in row and not isinstance(row[k], str)
+        ]
+        bad += [k for k in ("examples", "clauses") if k in row and not isinstance(row[k], list)]
+        if missing or bad:
+            what = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"bad type of {', '.join(bad)}"] if bad else []
+            )
+            problems.append(f"{path}: line {lineno} (id {row.get('id')!r}): {'; '.join(what)}")
+            continue
+        rules.append(Rule(**{k: row[k] for k in _FIELDS}))
+    if not rules and not problems:
+        problems.append(f"{path}: no rules")
+    ids = Counter(r.id for r in rules)
+    problems += [f"{path}: duplicate rule id {i!r}" for i, n in ids.items() if n > 1]
+    if problems:
+        raise DataError(problems)
+    return rules
+
+
+def format_rule(rule: Rule, max_chars: int | None = None) -> str:
+    """The rule as it goes into a prompt: '<id>: <body>'; past ``max_chars`` example lines are dropped first,
+    then the text is cut at a line end (or mid-line as a last resort) and marked with '…'."""
+    head = f"{rule.id}: "
+    full = head + rule.text.replace("\n", " ")
+    if max_chars is None or len(full) <= max_chars:
+        return full
+    lines = rule.statements or rule.text.splitlines()
+    out = head
+    for line in lines:
+        cand = f"{out} {line}" if out != head else out + line
+        if len(cand) + 1 > max_chars:
+            break
+        out = cand
+    if out == head:
+        out = (head + lines[0])[: max(max_chars - 1, 0)]
+    return out + "…"
+
+
+def default_docx() -> Path | None:
+    """The reference document in the default data folder, when there is one."""
+    data = default_data_dir()
+    return data / DOCX_NAME if data and (data / DOCX_NAME).is_file() else None
+
+
+def rules_command(argv: list[str]) -> int:
+    """``malpyeong-grpo rules``: parse the reference .docx into rules.jsonl and print the counts per category."""
+    ap = argparse.ArgumentParser(prog="malpyeong-grpo rules", description=rules_command.__doc__)
+    ap.add_argument("--docx", help=f"the reference document (default: <data dir>/{DOCX_NAME})")
+    ap.add_argument("--out", default="rules.jsonl", help="output JSONL (default: rules.jsonl)")
+    args = ap.parse_args(argv)
+    src = args.docx or default_docx()
+    if src is None:
+        raise DataError([f"--docx not given and no {DOCX_NAME} in the default data folder (../shared/data)"])
+    rules = parse_docx(src)
+    write_rules(rules, args.out)
+    counts = Counter(r.category for r in rules)
+    print(f"{len(rules)} rules -> {args.out}")
+    for cat, n in counts.most_common():
+        print(f"  {cat}: {n}")
+    return 0
