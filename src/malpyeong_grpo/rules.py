@@ -63,10 +63,8 @@ def _make_rule(where: str, header: str, lines: list[str]) -> Rule:
     if not lines:
         raise DataError([f"{where}: entry {header!r} has no text"])
     source, article = _split_name(rest)
-    if source == "문장 부호" and article.endswith(" 규정"):
-        title = article[: -len(" 규정")]
-    else:
-        title = lines[0]
+    is_mark = source == "문장 부호" and article.endswith(" 규정")
+    title = article[: -len(" 규정")] if is_mark else lines[0]  # a mark's name, else the article's first statement
     return Rule(
         id=rest,
         category=category,

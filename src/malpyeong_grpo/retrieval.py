@@ -1,0 +1,468 @@
+"""Rule retrieval: what a question is about -> the rules that govern it.
+
+Each rule is indexed as several short passages (each statement line, each statement with its examples, the whole
+rule) and scores the best of its passages; labelled training items can be added as passages of their gold rule
+(``examples``), which turns retrieval into nearest-neighbour search over solved questions as well. BM25 (bm25s)
+runs over Mecab morphemes, dense retrieval over ``encoders.embed`` vectors, hybrid fuses both by reciprocal rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import random
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import DataError, Item, atomic_write_text, load_items, read_jsonl
+from .rules import Rule, format_rule, load_rules
+
+METHODS = ("bm25", "dense", "hybrid")
+RRF_K = 60
+SPACING_HINT = "띄어쓰기: 띄어 쓴다 붙여 쓴다"
+
+# ---------------------------------------------------------------------------------------------------------- queries
+
+_OPTIONS = re.compile(r"\{([^{}]*/[^{}]*)\}")
+_QUOTED = re.compile(r"[\"“”]([^\"“”]+)[\"“”]")
+_DASH_LINE = re.compile(r"^\s*[―ㅡ—–-]\s*(.+)$")
+_BOILERPLATE = [
+    r"다음\s*(?:문장|표현)?\s*(?:에서|이|중)?",
+    r"어문\s*규범에\s*(?:부합하지\s*않(?:는|은)|부합하는|부합하도록|맞지\s*않는|맞는)?",
+    r"부분을\s*찾아\s*고치고",
+    r",?\s*그\s*이유를\s*설명하(?:세요|시오)\.?",
+    r"(?:가운데|중에서|중에|중)\s*(?:올바른|옳은)\s*것(?:을|은)\s*(?:선택하고)?\??",
+    r"것을\s*선택하고",
+    r"것은\?",
+    r"올바르게\s*고치려면\s*어떻게\s*해야\s*하는가\??",
+    r"(?:을|를)?\s*(?:고치시오|나타내시오|추가하시오)[.,]?",
+    r"하고,?|,",
+]
+_BOILER = re.compile("|".join(f"(?:{p})" for p in _BOILERPLATE))
+# punctuation marks named as the rule document names them, so that a question about a mark finds its rule
+MARK_NAMES = {
+    "?": "물음표",
+    "!": "느낌표",
+    "~": "물결표",
+    "～": "물결표",
+    "·": "가운뎃점",
+    "ㆍ": "가운뎃점",
+    "…": "줄임표",
+    "...": "줄임표",
+    "[": "대괄호",
+    "]": "대괄호",
+    "(": "소괄호",
+    ")": "소괄호",
+    "{": "중괄호",
+    "}": "중괄호",
+    "「": "홑낫표",
+    "」": "홑낫표",
+    "『": "겹낫표",
+    "』": "겹낫표",
+    "〈": "홑화살괄호",
+    "〉": "홑화살괄호",
+    "《": "겹화살괄호",
+    "》": "겹화살괄호",
+    "≪": "겹화살괄호",
+    "≫": "겹화살괄호",
+    "'": "작은따옴표",
+    "‘": "작은따옴표",
+    "’": "작은따옴표",
+    "/": "빗금",
+    ":": "쌍점",
+    ",": "쉼표",
+    ".": "마침표",
+    "―": "줄표",
+    "-": "붙임표",
+    '"': "큰따옴표",
+    "“": "큰따옴표",
+    "”": "큰따옴표",
+}
+
+
+@dataclass(frozen=True)
+class QueryParts:
+    """What a question is about: its sentences, the {A/B} options, what differs between them, the topical words
+    of the instruction (e.g. '문장 부호를 추가'), and the punctuation marks it contains, by name."""
+
+    sentences: list[str]
+    options: list[list[str]]
+    differences: list[str]
+    instruction: str
+    marks: list[str]
+
+
+def _differences(options: Sequence[str]) -> list[str]:
+    """The substrings in which the options differ (e.g. '불을'/'불' -> ['을'])."""
+    out: list[str] = []
+    for a, b in zip(options, options[1:], strict=False):
+        sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+        for tag, i1, i2, j1, j2 in sm.get_opcodes():
+            if tag != "equal":
+                out += [s.strip() for s in (a[i1:i2], b[j1:j2]) if s.strip()]
+    return list(dict.fromkeys(out))
+
+
+def query_parts(item: Item) -> QueryParts:
+    """Split a question into what it is about and the boilerplate instruction (dropped)."""
+    q = item.question.strip()
+    sentences: list[str] = []
+    rest = q
+    for m in _QUOTED.finditer(q):
+        sentences.append(m.group(1).strip())
+    rest = _QUOTED.sub(" ", rest)
+    kept = []
+    for line in rest.splitlines():
+        m = _DASH_LINE.match(line)
+        if m:
+            sentences.append(m.group(1).strip())
+        else:
+            kept.append(line)
+    rest = " ".join(kept)
+    if not sentences:  # no quotes and no dash lines: the whole question is the content
+        sentences, rest = [q], ""
+    options = [[o.strip() for o in m.group(1).split("/")] for s in sentences for m in _OPTIONS.finditer(s)]
+    differences = [d for opts in options for d in _differences(opts)]
+    instruction = re.sub(r"\s+", " ", _BOILER.sub(" ", rest)).strip(" .,?")
+    if len(sentences) > 1 and not options:  # '다음 중 … 선택' lists variants: their differences are the point
+        differences += _differences(sentences)
+    if any(opts and len({o.replace(" ", "") for o in opts}) == 1 for opts in options):
+        differences.append(SPACING_HINT)  # the options differ only in spacing
+    # marks inside the sentences (a sentence's own final mark says nothing) and in the differences
+    inner = " ".join(re.sub(r"[.?!。]+[\"'”’)]*\s*$", "", _OPTIONS.sub(" ", s)) for s in sentences)
+    marks = [name for mark, name in MARK_NAMES.items() if mark in inner or any(mark in d for d in differences)]
+    if instruction and len(instruction) <= 2:  # a stray particle left by the boilerplate
+        instruction = ""
+    return QueryParts(sentences, options, differences, instruction, list(dict.fromkeys(marks)))
+
+
+def build_query(item: Item) -> str:
+    """The retrieval query of an item: its sentence(s) with every option spelled out, the options and their
+    differences again (they are what the question is about), the instruction's topical words and the names of
+    the punctuation marks involved; not the boilerplate instruction."""
+    p = query_parts(item)
+    sentences = [_OPTIONS.sub(lambda m: " ".join(m.group(1).split("/")), s) for s in p.sentences]
+    parts = sentences + [" ".join(o) for o in p.options] + p.differences + [p.instruction] + p.marks
+    return "\n".join(s for s in parts if s)
+
+
+# ------------------------------------------------------------------------------------------------------- tokenising
+
+_PUNCT_TAGS = ("SF", "SP", "SS", "SE", "SO", "SC", "SY")
+
+
+@lru_cache(maxsize=1)
+def _mecab() -> Any:
+    import mecab
+
+    return mecab.MeCab()
+
+
+def morphemes(text: str) -> list[str]:
+    """Mecab morphemes of a text, punctuation dropped, Latin lower-cased."""
+    out = []
+    for form, tag in _mecab().pos(text):
+        if not tag.startswith(_PUNCT_TAGS):
+            out.append(form.lower())
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- passages
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A searchable text standing for a document (a rule); ``origin`` names the item it came from, if any."""
+
+    doc_id: str
+    text: str
+    origin: str | None = None
+
+
+def rule_passages(rules: Sequence[Rule]) -> list[Passage]:
+    """Each rule as several passages: its id and title, each statement line, each statement with its example
+    lines, and the whole text."""
+    out: list[Passage] = []
+    for r in rules:
+        units: list[str] = []
+        for line in r.text.splitlines():
+            if line.startswith("- ") and units:
+                units[-1] += " " + line[2:]
+            else:
+                units.append(line)
+        texts = [f"{r.id} {r.title}", *r.statements, *units, r.text]
+        for t in dict.fromkeys(texts):
+            out.append(Passage(r.id, f"{r.id}\n{t}"))
+    return out
+
+
+def example_passages(items: Sequence[Item], labels: dict[str, str]) -> list[Passage]:
+    """Labelled (training) items as passages of their gold rule: the query, and the question's gold answer."""
+    out: list[Passage] = []
+    for it in items:
+        rid = labels.get(it.id)
+        if rid:
+            out.append(Passage(rid, build_query(it), origin=it.id))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ retrievers
+
+
+def _top(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def _max_pool(passages: Sequence[Passage], scores: np.ndarray, exclude: str | None) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for p, s in zip(passages, scores, strict=True):
+        if exclude is not None and p.origin == exclude:
+            continue
+        if p.doc_id not in best or s > best[p.doc_id]:
+            best[p.doc_id] = float(s)
+    return best
+
+
+class Retriever:
+    """Scores documents for queries: ``search(queries, k)`` -> per query, the top k (doc_id, score), best first.
+    ``exclude`` names, per query, an item whose own example passages must not count (leave-one-out)."""
+
+    def scores(self, queries: Sequence[str], exclude: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        raise NotImplementedError
+
+    def search(
+        self, queries: Sequence[str], k: int, exclude: Sequence[str | None] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        return [_top(s, k) for s in self.scores(queries, exclude)]
+
+
+class BM25Retriever(Retriever):
+    """BM25 (bm25s) over passages; a document scores its best passage."""
+
+    def __init__(self, passages: Sequence[Passage], tokenize: Callable[[str], list[str]] = morphemes):
+        import bm25s
+
+        if not passages:
+            raise ValueError("no passages to index")
+        self.passages = list(passages)
+        self.tokenize = tokenize
+        self.index = bm25s.BM25()
+        self.index.index([tokenize(p.text) or [""] for p in self.passages], show_progress=False)
+
+    def scores(self, queries: Sequence[str], exclude: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        exclude = list(exclude) if exclude is not None else [None] * len(queries)
+        out = []
+        for q, ex in zip(queries, exclude, strict=True):
+            toks = self.tokenize(q)
+            s = self.index.get_scores(toks) if toks else np.zeros(len(self.passages))
+            out.append(_max_pool(self.passages, s, ex))
+        return out
+
+
+def default_embed(texts: Sequence[str], kind: str) -> np.ndarray:
+    """The project's offline multilingual encoder (``malpyeong_grpo.encoders.embed``)."""
+    from .encoders import embed
+
+    return np.asarray(embed(list(texts), kind=kind), dtype=np.float32)
+
+
+class DenseRetriever(Retriever):
+    """Cosine similarity of encoder vectors (queries as 'query', passages as 'passage'); best passage per document."""
+
+    def __init__(self, passages: Sequence[Passage], embed: Callable[[Sequence[str], str], Any] = default_embed):
+        if not passages:
+            raise ValueError("no passages to index")
+        self.passages = list(passages)
+        self.embed = embed
+        self.matrix = _normalise(np.asarray(embed([p.text for p in self.passages], "passage"), dtype=np.float32))
+
+    def scores(self, queries: Sequence[str], exclude: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        exclude = list(exclude) if exclude is not None else [None] * len(queries)
+        if not queries:
+            return []
+        q = _normalise(np.asarray(self.embed(list(queries), "query"), dtype=np.float32))
+        sims = q @ self.matrix.T
+        return [_max_pool(self.passages, row, ex) for row, ex in zip(sims, exclude, strict=True)]
+
+
+def _normalise(m: np.ndarray) -> np.ndarray:
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+class HybridRetriever(Retriever):
+    """Reciprocal rank fusion: a document scores sum(1 / (rrf_k + rank)) over the fused retrievers."""
+
+    def __init__(self, retrievers: Sequence[Retriever], rrf_k: int = RRF_K):
+        self.retrievers = list(retrievers)
+        self.rrf_k = rrf_k
+
+    def scores(self, queries: Sequence[str], exclude: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        fused: list[dict[str, float]] = [{} for _ in queries]
+        for r in self.retrievers:
+            for acc, sc in zip(fused, r.scores(queries, exclude), strict=True):
+                for rank, (doc, _) in enumerate(_top(sc, len(sc)), 1):
+                    acc[doc] = acc.get(doc, 0.0) + 1.0 / (self.rrf_k + rank)
+        return fused
+
+
+def make_retriever(
+    method: str,
+    rules: Sequence[Rule],
+    examples: Sequence[Passage] = (),
+    embed: Callable[[Sequence[str], str], Any] | None = None,
+) -> Retriever:
+    """A retriever of ``method``: bm25 or dense over the rules' passages plus the example passages, or hybrid,
+    the reciprocal rank fusion of BM25 and dense, each over the rules and (when given) over the examples apart."""
+    embed = embed or default_embed
+    rule_ps, example_ps = rule_passages(rules), list(examples)
+    if method == "bm25":
+        return BM25Retriever(rule_ps + example_ps)
+    if method == "dense":
+        return DenseRetriever(rule_ps + example_ps, embed)
+    if method == "hybrid":
+        parts: list[Retriever] = [BM25Retriever(rule_ps), DenseRetriever(rule_ps, embed)]
+        if example_ps:
+            parts += [BM25Retriever(example_ps), DenseRetriever(example_ps, embed)]
+        return HybridRetriever(parts)
+    raise DataError([f"unknown retrieval method {method!r} (expected one of {', '.join(METHODS)})"])
+
+
+def retrieve(
+    items: Sequence[Item],
+    rules: Sequence[Rule],
+    method: str = "bm25",
+    k: int = 10,
+    examples: Sequence[Passage] = (),
+    embed: Callable[[Sequence[str], str], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per item: {'id', 'rule_ids', 'scores'}; an item never sees its own example passage."""
+    retriever = make_retriever(method, rules, examples, embed)
+    hits = retriever.search([build_query(it) for it in items], k, exclude=[it.id for it in items])
+    return [
+        {"id": it.id, "rule_ids": [d for d, _ in h], "scores": [round(s, 6) for _, s in h]}
+        for it, h in zip(items, hits, strict=True)
+    ]
+
+
+def load_retrieved(path: str | Path) -> dict[str, list[str]]:
+    """item id -> retrieved rule ids, from a retrieve output file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([f"{path}: file not found"])
+    out: dict[str, list[str]] = {}
+    for n, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("rule_ids"), list):
+            raise DataError([f"{path}: row {n}: expected {{'id': str, 'rule_ids': [str, ...]}}"])
+        out[row["id"]] = [str(r) for r in row["rule_ids"]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- contexts
+
+
+@dataclass
+class ItemContext:
+    """The rule context of one item: formatted rule texts (in prompt order), their ids, and the gold rule."""
+
+    texts: list[str]
+    rule_ids: list[str]
+    gold_rule_id: str | None
+    gold_rule_text: str | None
+
+
+def _item_rng(seed: int, item_id: str) -> random.Random:
+    digest = hashlib.sha256(f"{seed}:ctx:{item_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def build_contexts(
+    items: Sequence[Item],
+    rules_path: str | Path,
+    retrieved_path: str | Path | None = None,
+    labels_path: str | Path | None = None,
+    k: int = 3,
+    include_gold: bool = True,
+    seed: int = 0,
+    method: str = "bm25",
+    max_chars: int | None = 600,
+) -> dict[str, ItemContext]:
+    """Rule contexts for items: the top-k retrieved rules (from ``retrieved_path``, else retrieved now with
+    ``method``), formatted with ``format_rule(rule, max_chars)``. With ``include_gold`` and a gold label (from
+    ``labels_path``) the gold rule is always among the k candidates: when retrieval missed it, it replaces one
+    candidate at a position drawn from (seed, item id), so that its place tells nothing."""
+    rules = load_rules(rules_path)
+    by_id = {r.id: r for r in rules}
+    labels: dict[str, str] = {}
+    if labels_path is not None:
+        from .labels import load_labels
+
+        labels = load_labels(labels_path)
+        unknown = sorted({g for g in labels.values() if g not in by_id})
+        if unknown:
+            raise DataError([f"{labels_path}: rule id {u!r} is not in {rules_path}" for u in unknown[:5]])
+    if retrieved_path is not None:
+        retrieved = load_retrieved(retrieved_path)
+        missing = [it.id for it in items if it.id not in retrieved]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DataError([f"{retrieved_path}: no retrieval for item ids {', '.join(missing[:5])}{more}"])
+        bad = sorted({r for it in items for r in retrieved[it.id] if r not in by_id})
+        if bad:
+            raise DataError([f"{retrieved_path}: rule id {b!r} is not in {rules_path}" for b in bad[:5]])
+    else:
+        retrieved = {row["id"]: row["rule_ids"] for row in retrieve(items, rules, method, k)}
+    out: dict[str, ItemContext] = {}
+    for it in items:
+        ids = list(dict.fromkeys(retrieved[it.id]))[:k]
+        gold = labels.get(it.id)
+        if include_gold and gold is not None and gold not in ids and k > 0:
+            if len(ids) >= k:
+                ids.pop()
+            ids.insert(_item_rng(seed, it.id).randint(0, len(ids)), gold)
+        out[it.id] = ItemContext(
+            texts=[format_rule(by_id[r], max_chars) for r in ids],
+            rule_ids=ids,
+            gold_rule_id=gold,
+            gold_rule_text=format_rule(by_id[gold], max_chars) if gold is not None else None,
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+
+def retrieve_command(argv: list[str]) -> int:
+    """``malpyeong-grpo retrieve``: the top-k rules for each item of a data file, one JSONL row per item."""
+    ap = argparse.ArgumentParser(prog="malpyeong-grpo retrieve", description=retrieve_command.__doc__)
+    ap.add_argument("--rules", required=True, help="rules.jsonl (from `malpyeong-grpo rules`) or the reference .docx")
+    ap.add_argument("--data", required=True, help="items to retrieve for (official JSON or JSONL)")
+    ap.add_argument("--method", choices=METHODS, default="hybrid")
+    ap.add_argument("--k", type=int, default=10, help="rules per item (default 10)")
+    ap.add_argument("--examples", help="labelled items (the training split) added as passages of their gold rule")
+    ap.add_argument("--example-labels", help="labels of --examples (from `malpyeong-grpo label`)")
+    ap.add_argument("--out", required=True, help="output JSONL: {id, rule_ids, scores} per item")
+    args = ap.parse_args(argv)
+    if args.k < 1:
+        raise DataError([f"--k must be at least 1, got {args.k}"])
+    if bool(args.examples) != bool(args.example_labels):
+        raise DataError(["--examples and --example-labels go together"])
+    rules = load_rules(args.rules)
+    items = load_items(args.data)
+    examples: list[Passage] = []
+    if args.examples:
+        from .labels import load_labels
+
+        examples = example_passages(load_items(args.examples, require_answer=True), load_labels(args.example_labels))
+    rows = retrieve(items, rules, args.method, args.k, examples)
+    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"{len(rows)} items, top {args.k} by {args.method} -> {args.out}", file=sys.stderr)
+    return 0
