@@ -141,6 +141,8 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
     from trl import ModelConfig, TrlParser
 
     parser = TrlParser((ScriptArguments, config_class, ModelConfig), prog=prog)
+    if not _has_accelerator():
+        parser.set_defaults(bf16=False)  # TRL defaults to bf16, which a CPU-only machine refuses; a recipe may say so
     where = "arguments"
     if "--config" in argv:
         i = argv.index("--config")
@@ -162,6 +164,12 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
             ]
         )
     return script_args, config, model_args
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _git(*args: str) -> str | None:

@@ -223,8 +223,10 @@ def make_trainer(
     training_args: Any,
     model_args: Any,
     callbacks: Sequence[Any] = (),
+    model_and_tokenizer: tuple[Any, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """A ready GRPOTrainer for the configuration, and the data description."""
+    """A ready GRPOTrainer for the configuration (on an already loaded model when given), and the data
+    description."""
     import torch
     from trl import GRPOTrainer, get_peft_config
 
@@ -232,7 +234,7 @@ def make_trainer(
 
     if args.torch_num_threads:
         torch.set_num_threads(args.torch_num_threads)
-    model, tokenizer = load_policy(model_args, training_args, args)
+    model, tokenizer = model_and_tokenizer or load_policy(model_args, training_args, args)
     with training_args.main_process_first(desc="dataset"):
         train_ds, eval_ds, info = build_datasets(args, tokenizer)
     if training_args.eval_strategy == "no":

@@ -1,0 +1,106 @@
+"""Supervised warm start (TRL ``SFTTrainer``) on the training split: ``malpyeong-grpo sft``.
+
+Same prompts as GRPO (``train.prompt_rows``: system text, per-type instruction, few-shot examples from the training
+part, optional rule context), the gold answer as the completion; the loss is on the completion only and TRL appends
+the EOS token, so a base model learns to stop after its answer. The saved folder is a normal checkpoint that
+``malpyeong-grpo train --model_name_or_path <it>`` starts GRPO from.
+
+    malpyeong-grpo sft --config recipes/sft-demo-cpu.yaml [--field value ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .configs import ScriptArguments, parse_args, run_record, write_run_record
+from .data import DataError, write_json
+from .train import holdout, load_policy, log_history_callback, prompt_rows, resolve_checkpoint, rule_contexts
+
+
+def completion_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """prompt/completion rows for SFTTrainer: the gold answer as an assistant message (chat prompts) or as text
+    after the plain prompt's '답변:'."""
+    out = []
+    for row in rows:
+        answer = row["answer"]
+        chat = isinstance(row["prompt"], list)
+        completion = [{"role": "assistant", "content": answer}] if chat else " " + answer
+        out.append({"prompt": row["prompt"], "completion": completion, "id": row["id"]})
+    return out
+
+
+def build_sft_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """(train dataset, validation dataset or None, data description) in TRL's prompt/completion format."""
+    from datasets import Dataset
+
+    from .train import training_items
+
+    items, source = training_items(args)
+    train, val = holdout(items, args.holdout_fraction, args.split_seed)
+    if args.max_items is not None:
+        train = train[: args.max_items]
+    if not train:
+        raise DataError([f"{source}: no training items left after the holdout (fraction {args.holdout_fraction})"])
+    train_rows = completion_rows(
+        prompt_rows(train, train, args, tokenizer, rule_contexts(args, train, args.include_gold_context))
+    )
+    val_rows = completion_rows(prompt_rows(val, train, args, tokenizer, rule_contexts(args, val, False)))
+    info = {"source": source, "items": len(items), "train_items": len(train), "validation_items": len(val)}
+    return Dataset.from_list(train_rows), (Dataset.from_list(val_rows) if val_rows else None), info
+
+
+def run_sft(args: ScriptArguments, sft_args: Any, model_args: Any, argv: Sequence[str] = ()) -> Any:
+    """Train with SFTTrainer and save the model; return the trainer."""
+    import torch
+    from trl import SFTTrainer, get_peft_config
+
+    if args.torch_num_threads:
+        torch.set_num_threads(args.torch_num_threads)
+    checkpoint = resolve_checkpoint(sft_args.resume_from_checkpoint, sft_args.output_dir)
+    model, tokenizer = load_policy(model_args, sft_args, args)
+    with sft_args.main_process_first(desc="dataset"):
+        train_ds, eval_ds, info = build_sft_datasets(args, tokenizer)
+    if sft_args.eval_strategy == "no":
+        eval_ds = None
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[log_history_callback()],
+    )
+    out = Path(sft_args.output_dir)
+    if trainer.is_world_process_zero():
+        record = run_record(list(argv), args, sft_args, model_args)
+        record.update(data=info, resumed_from=checkpoint)
+        write_run_record(out, record)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        write_json(out / "log_history.json", trainer.state.log_history)
+    return trainer
+
+
+def sft_command(argv: list[str]) -> int:
+    """``malpyeong-grpo sft --config recipes/<name>.yaml [--field value ...]``."""
+    from trl import SFTConfig
+
+    if not argv:
+        argv = ["--help"]
+    args, sft_args, model_args = parse_args(argv, SFTConfig, prog="malpyeong-grpo sft")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trainer = run_sft(args, sft_args, model_args, argv)
+    if trainer.is_world_process_zero():
+        print(
+            f"saved the warm-started model to {sft_args.output_dir}; start GRPO from it with "
+            f"--model_name_or_path {sft_args.output_dir}"
+        )
+    return 0

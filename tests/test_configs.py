@@ -1,0 +1,123 @@
+"""Recipes and arguments: every recipe parses, the command line overrides the recipe, bad input is one DataError
+line naming the file, and the run record holds config, versions and commit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from trl import GRPOConfig, SFTConfig
+
+from malpyeong_grpo.configs import ScriptArguments, parse_args, run_record, write_run_record
+from malpyeong_grpo.data import DataError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+GPU_RECIPES = {"qwen2-0.5b-instruct.yaml", "llama-8b-lora.yaml"}
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_every_recipe_parses_and_documents_its_memory(recipe):
+    path = RECIPES / recipe
+    text = path.read_text(encoding="utf-8")
+    assert "memory" in text.lower() and "GB" in text  # each recipe documents its expected memory
+    extra = ["--bf16", "false"] if recipe in GPU_RECIPES else []  # bf16 needs a GPU; the rest must parse here
+    config_class = SFTConfig if recipe.startswith("sft") else GRPOConfig
+    script, config, model = parse_args(["--config", str(path), *extra], config_class, "t")
+    raw = yaml.safe_load(text)
+    for key, value in raw.items():
+        obj = next(o for o in (script, config, model) if hasattr(o, key))
+        got = getattr(obj, key)
+        got = got.value if hasattr(got, "value") else got  # enums such as lr_scheduler_type
+        if key == "report_to" and value == "none":
+            value = []
+        if key != "bf16" or not extra:
+            assert got == value or str(got) == str(value), (recipe, key, got, value)
+
+
+def test_qwen_recipe_is_the_original_design():
+    _, cfg, model = parse_args(
+        ["--config", str(RECIPES / "qwen2-0.5b-instruct.yaml"), "--bf16", "false"], GRPOConfig, "t"
+    )
+    assert model.model_name_or_path == "Qwen/Qwen2-0.5B-Instruct"
+    assert (cfg.num_generations, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (4, 2, 2)
+    assert (cfg.learning_rate, cfg.num_train_epochs) == (1e-5, 3)
+
+
+def test_llama_recipe_is_qlora():
+    _, _, model = parse_args(["--config", str(RECIPES / "llama-8b-lora.yaml"), "--bf16", "false"], GRPOConfig, "t")
+    assert model.load_in_4bit and model.use_peft and model.lora_r == 16
+
+
+def test_command_line_overrides_the_recipe():
+    argv = ["--config", str(RECIPES / "demo-cpu.yaml"), "--max_steps", "2", "--num_shots", "1"]
+    argv += ["--reward_funcs", "format", "final", "--reward_weights", "0.5", "1", "--model_name_or_path", "x"]
+    script, cfg, model = parse_args(argv, GRPOConfig, "t")
+    assert (cfg.max_steps, script.num_shots, model.model_name_or_path) == (2, 1, "x")
+    assert script.reward_funcs == ["format", "final"] and cfg.reward_weights == [0.5, 1.0]
+    assert cfg.num_generations == 4 and script.freeze_embeddings  # the rest from the recipe
+    assert not cfg.bf16  # CPU machine: TRL's bf16 default is switched off
+
+
+def test_defaults_without_a_recipe():
+    script, cfg, _ = parse_args([], GRPOConfig, "t")
+    assert script == ScriptArguments()
+    assert script.reward_funcs == ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
+    assert script.rules_file is None and not script.freeze_embeddings
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "message"),
+    [
+        ("num_shots: 2\nnot_a_field: 1\n", [], "Unknown arguments from config file"),
+        ("- just\n- a list\n", [], "must contain a YAML mapping"),
+        ("num_shots: [\n", [], "while parsing"),
+        ("reward_funcs: [format, final]\nreward_weights: [1.0]\n", [], "1 reward_weights for 2 reward_funcs"),
+        ("holdout_fraction: 1.5\n", [], "holdout_fraction must be in [0, 1)"),
+        ("reward_funcs: [format, bleu]\n", [], "unknown reward(s) bleu"),
+        ("reward_funcs: [rule]\n", [], "the 'rule' reward needs rules_file"),
+        ("prompt_format: markdown\n", [], "prompt_format must be one of"),
+        ("num_shots: 1\n", ["--train_file", "/nonexistent/train.json"], "train_file /nonexistent/train.json: file not"),
+        ("num_generations: 3\nper_device_train_batch_size: 4\n", [], "divisible by num_generations"),
+    ],
+)
+def test_bad_recipes_are_one_line_errors_naming_the_file(tmp_path, text, extra, message):
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(DataError) as e:
+        parse_args(["--config", path, *extra], GRPOConfig, "t")
+    assert len(e.value.problems) == 1
+    assert e.value.problems[0].startswith(path + ": ") and message in e.value.problems[0], e.value.problems
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(DataError, match="config file not found"):
+        parse_args(["--config", str(tmp_path / "none.yaml")], GRPOConfig, "t")
+
+
+def test_sft_parses_with_the_same_script_arguments():
+    script, cfg, _ = parse_args(["--config", str(RECIPES / "sft-demo-cpu.yaml"), "--max_length", "512"], SFTConfig, "t")
+    assert isinstance(cfg, SFTConfig) and cfg.max_length == 512 and script.num_shots == 2
+
+
+def test_run_record_and_its_file(tmp_path):
+    script, cfg, model = parse_args(["--config", str(RECIPES / "demo-cpu.yaml")], GRPOConfig, "t")
+    record = run_record(["--config", "x.yaml"], script, cfg, model)
+    assert record["argv"][1:] == ["--config", "x.yaml"]
+    assert set(record["configs"]) == {"ScriptArguments", "GRPOConfig", "ModelConfig"}
+    assert record["configs"]["GRPOConfig"]["num_generations"] == 4
+    assert record["configs"]["ModelConfig"]["model_name_or_path"] == "embedded"
+    assert record["packages"]["trl"] and record["packages"]["torch"] and record["packages"]["python"]
+    assert len(record["git_commit"]) == 40
+    path = write_run_record(tmp_path, record)
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"torn": ')  # a launch killed mid-write
+    write_run_record(tmp_path, record)
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 2 and lines[1]["configs"]["GRPOConfig"]["num_generations"] == 4

@@ -1,0 +1,250 @@
+"""GRPO training with a tiny random model: the dataset, parameters that move, every reward logged, the run record,
+and resume after SIGKILL.
+
+A random model never writes '가 옳다', so every competition reward is 0 for all its completions and GRPO gets no
+gradient from them; the tests add a ``length`` reward (the completion's length) to the registry to give the group
+different rewards, and replace the learned metrics by ``LenSuite`` (no encoder downloads). The reward plumbing, TRL
+and the checkpoints are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from trl import GRPOConfig
+
+from malpyeong_grpo import rewards, train
+from malpyeong_grpo.configs import parse_args
+from malpyeong_grpo.data import DataError, load_items, split_path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "recipes" / "demo-cpu.yaml")
+
+LEN_SUITE = textwrap.dedent(
+    """
+    class LenSuite:
+        '''Stand-in metrics: functions of the reasons' lengths (different for different completions).'''
+
+        def rouge1(self, preds, refs):
+            return [min(len(p), 40) / 40 for p in preds]
+
+        def bertscore(self, preds, refs):
+            return [(len(p) % 7) / 7 for p in preds]
+
+        def bleurt(self, preds, refs):
+            return [(len(p) % 5) / 5 for p in preds]
+    """
+)
+exec(LEN_SUITE)  # defines LenSuite here too
+
+
+def length(prompts, completions, **kwargs):
+    """Test-only reward that differs between a random model's completions."""
+    return [float(len(str(c))) / 10 for c in completions]
+
+
+def tiny_argv(model_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--config", RECIPE,
+        "--model_name_or_path", str(model_dir),
+        "--output_dir", str(out),
+        "--use_sample_data", "true",
+        "--num_shots", "0",
+        "--max_completion_length", "12",
+        "--temperature", "1.0",
+        "--top_p", "1.0",
+        "--learning_rate", "1e-2",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_dataset_holds_out_validation_and_never_shows_an_item_its_own_answer(data_dir, tiny_model_dir):
+    from malpyeong_grpo.models import load_tokenizer
+
+    args, _, _ = parse_args(
+        ["--data_dir", str(data_dir), "--num_shots", "2", "--holdout_fraction", "0.2"], GRPOConfig, "t"
+    )
+    tok = load_tokenizer(str(tiny_model_dir))
+    train_ds, val_ds, info = train.build_datasets(args, tok)
+    items = {it.id: it for it in load_items(split_path("train", data_dir), require_answer=True)}
+    assert info["train_items"] + info["validation_items"] == len(items) == 622
+    assert len(train_ds) == info["train_items"] and len(val_ds) == info["validation_items"] == round(0.2 * 622)
+    val_answers = [items[i].answer for i in val_ds["id"]]
+    for row in train_ds:
+        prompt = row["prompt"]
+        assert isinstance(prompt, str) and prompt.endswith("답변:")  # the tiny tokenizer has no chat template
+        assert row["answer"] == items[row["id"]].answer
+        assert row["answer"] not in prompt  # its own answer is never a shot
+        assert not any(a in prompt for a in val_answers)  # nor a held-out item's
+        assert prompt.count("### 예시") == 2
+    for row in val_ds:  # validation prompts take their shots from the training part only
+        assert not any(a in row["prompt"] for a in val_answers)
+    assert set(train_ds.column_names) == {"prompt", "answer", "id", "question_type"}
+
+
+def test_training_items_sources(data_dir, tmp_path):
+    args, _, _ = parse_args(["--use_sample_data", "true"], GRPOConfig, "t")
+    items, source = train.training_items(args)
+    assert len(items) >= 30 and "sample" in source
+    assert {it.question_type for it in items} == {"선택형", "교정형"}
+    args, _, _ = parse_args(["--data_dir", str(data_dir)], GRPOConfig, "t")
+    assert len(train.training_items(args)[0]) == 622
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"id": "1"}]', encoding="utf-8")
+    args, _, _ = parse_args(["--train_file", str(bad)], GRPOConfig, "t")
+    with pytest.raises(DataError, match="bad.json: item 0"):
+        train.training_items(args)
+
+
+def test_resolve_checkpoint(tmp_path):
+    assert train.resolve_checkpoint(None, str(tmp_path)) is None
+    with pytest.raises(DataError, match="no checkpoint"):
+        train.resolve_checkpoint("last", str(tmp_path))
+    with pytest.raises(DataError, match="not a checkpoint folder"):
+        train.resolve_checkpoint(str(tmp_path), str(tmp_path))
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    assert train.resolve_checkpoint("last", str(tmp_path)).endswith("checkpoint-3")
+
+
+def fake_contexts(args, items, include_gold):
+    """What retrieval.build_contexts returns, for items of the sample set: two candidates, the first the gold."""
+    return {
+        it.id: SimpleNamespace(
+            texts=["한글 맞춤법 제42항: 의존 명사는 띄어 쓴다.", "문장 부호 쉼표: 쉼표를 쓴다."],
+            rule_ids=["한글 맞춤법 제42항", "문장 부호 쉼표"],
+            gold_rule_id="한글 맞춤법 제42항" if include_gold else None,
+            gold_rule_text="의존 명사는 띄어 쓴다." if include_gold else None,
+        )
+        for it in items
+    }
+
+
+def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(rewards, "get_suite", lambda: LenSuite())  # noqa: F821 - defined by exec above
+    monkeypatch.setitem(rewards.REWARDS, "length", length)
+    monkeypatch.setattr(train, "rule_contexts", fake_contexts)
+    rules = tmp_path / "rules.jsonl"
+    rules.write_text("{}\n", encoding="utf-8")
+    names = list(rewards.REWARDS)  # the seven rewards and 'length'
+    out = tmp_path / "run"
+    argv = tiny_argv(tiny_model_dir, out, "--max_steps", "3", "--save_strategy", "no", "--rules_file", str(rules))
+    argv += ["--reward_funcs", *names, "--reward_weights", *["1"] * len(names)]
+    args, targs, margs = parse_args(argv, GRPOConfig, "t")
+    before = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).state_dict().items()}
+
+    trainer = train.run(args, targs, margs, argv)
+
+    assert set(trainer.train_dataset.column_names) >= {"gold_rule", "gold_rule_id", "rule_ids"}
+    assert "[참고 규정]" in trainer.train_dataset[0]["prompt"]
+    steps = [r for r in trainer.state.log_history if "reward" in r]
+    assert len(steps) == 3
+    for name in names:
+        assert all(f"rewards/{name}/mean" in r for r in steps), name
+    assert any(r["grad_norm"] > 0 for r in steps)
+    after = trainer.model.state_dict()
+    embed = "model.embed_tokens.weight"
+    assert torch.equal(before[embed], after[embed])  # freeze_embeddings (demo recipe) keeps it
+    moved = [k for k in before if k != embed and not torch.allclose(before[k], after[k])]
+    assert len(moved) >= 5, moved
+    # the run directory: a loadable checkpoint, the log history, the run record
+    saved = AutoModelForCausalLM.from_pretrained(str(out))
+    assert torch.allclose(saved.state_dict()["model.norm.weight"], after["model.norm.weight"])
+    assert json.loads((out / "log_history.json").read_text()) == trainer.state.log_history
+    record = json.loads((out / "run_info.jsonl").read_text().splitlines()[0])
+    assert record["packages"]["trl"] and record["git_commit"] and record["data"]["train_items"] > 0
+    assert record["configs"]["GRPOConfig"]["max_steps"] == 3
+    assert record["configs"]["ScriptArguments"]["reward_funcs"] == names
+
+
+SCRIPT = LEN_SUITE + textwrap.dedent(
+    """
+    import os, signal, sys
+    from transformers import TrainerCallback
+    from trl import GRPOConfig
+    from malpyeong_grpo import rewards, train
+    from malpyeong_grpo.configs import parse_args
+
+    rewards.get_suite = lambda: LenSuite()
+    rewards.REWARDS["length"] = lambda prompts, completions, **kw: [len(str(c)) / 10 for c in completions]
+    rewards.REWARDS["length"].__name__ = "length"  # the same function as the test module's 'length'
+    kill_at = int(sys.argv[1])
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    argv = sys.argv[2:]
+    a, t, m = parse_args(argv, GRPOConfig, "test")
+    train.run(a, t, m, argv, callbacks=[KillAfterSave()])
+    """
+)
+
+
+def run_script(kill_at: int, argv: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(kill_at), *argv], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch):
+    common = ["--max_steps", "4", "--save_steps", "2", "--seed", "3", "--reward_funcs", "format", "length"]
+    common += ["--reward_weights", "1", "1", "--save_total_limit", "5"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+
+    first = run_script(2, tiny_argv(tiny_model_dir, killed, *common))  # a process killed right after checkpoint-2
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    assert (killed / "checkpoint-2" / "optimizer.pt").is_file() and not (killed / "checkpoint-4").exists()
+    at_kill = json.loads((killed / "checkpoint-2" / "trainer_state.json").read_text())
+
+    monkeypatch.setitem(rewards.REWARDS, "length", length)
+    for argv in (tiny_argv(tiny_model_dir, killed, *common, "--resume_from_checkpoint", "last"),
+                 tiny_argv(tiny_model_dir, straight, *common)):  # fmt: skip
+        train.run(*parse_args(argv, GRPOConfig, "t"), argv)
+
+    state = json.loads((killed / "checkpoint-4" / "trainer_state.json").read_text())
+    ref_state = json.loads((straight / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == ref_state["global_step"] == 4
+    logged = [r for r in state["log_history"] if "reward" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert state["log_history"][: len(at_kill["log_history"])] == at_kill["log_history"]  # history kept
+    ref_logged = [r for r in ref_state["log_history"] if "reward" in r]
+    for key in ("reward", "rewards/length/mean", "grad_norm"):
+        assert [r[key] for r in logged] == pytest.approx([r[key] for r in ref_logged], rel=1e-4), key
+    # optimizer state and weights after the resumed steps equal the uninterrupted run's
+    opt = torch.load(killed / "checkpoint-4" / "optimizer.pt", weights_only=True)
+    ref_opt = torch.load(straight / "checkpoint-4" / "optimizer.pt", weights_only=True)
+    assert opt["state"].keys() == ref_opt["state"].keys() and opt["state"]
+    for k, st in opt["state"].items():
+        assert int(st["step"]) == int(ref_opt["state"][k]["step"]) == 4
+        assert torch.allclose(st["exp_avg_sq"], ref_opt["state"][k]["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+    from safetensors.torch import load_file
+
+    weights, ref_weights = load_file(killed / "model.safetensors"), load_file(straight / "model.safetensors")
+    assert all(torch.allclose(weights[k], ref_weights[k], atol=1e-6) for k in ref_weights)
+    launches = [json.loads(line) for line in (killed / "run_info.jsonl").read_text().splitlines()]
+    assert len(launches) == 2 and launches[1]["resumed_from"].endswith("checkpoint-2")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from malpyeong_grpo.cli import main
+
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope.yaml'}: config file not found"
+    assert main(["train", "--config", RECIPE, "--reward_funcs", "format", "magic"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unknown reward(s) magic" in err and "Traceback" not in err
