@@ -1,0 +1,158 @@
+"""Gold-context labels: lexical on the real data against hand labels, resumable PPL labelling with the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from malpyeong_grpo.cli import main
+from malpyeong_grpo.data import DataError, Item, load_items, split_path, write_items
+from malpyeong_grpo.labels import (
+    answer_nll,
+    lexical_labels,
+    load_labels,
+    ppl_labels,
+    retrieval_metrics,
+    rouge1_f,
+)
+from malpyeong_grpo.rules import Rule, parse_docx
+
+S, H, P, F = "문장 부호 ", "한글 맞춤법 ", "표준어 사정 원칙 ", "외래어 표기법 "
+# The rule each of these training items rests on, read by hand from the item's gold reason (train split positions).
+HAND_LABELS = {
+    0: H + "제18항", 1: P + "제8항", 2: S + "소괄호 규정", 3: S + "물음표 규정", 4: H + "제42항", 5: S + "마침표 규정",
+    6: H + "제18항", 7: H + "제48항", 8: S + "마침표 규정", 10: S + "쉼표 규정", 11: F + "제3장 제1절 제2항",
+    12: H + "제57항", 13: F + "제3장 제1절 제4항", 14: H + "제47항", 15: P + "제13항", 16: F + "제3장 제1절 제2항",
+    17: S + "쉼표 규정", 18: F + "제3장 제1절 제1항", 19: H + "제53항", 20: P + "제11항", 22: S + "작은따옴표 규정",
+    23: H + "제35항", 24: S + "마침표 규정", 25: F + "제1장 제5항", 26: P + "제12항", 28: S + "쉼표 규정",
+    30: P + "제25항", 31: H + "제56항", 32: H + "제9항", 33: F + "제3장 제1절 제3항", 34: P + "제11항",
+    35: S + "물결표 규정", 36: H + "제54항", 37: H + "제18항", 38: H + "제18항", 39: H + "제57항", 40: P + "제10항",
+    41: P + "제16항", 42: H + "제57항", 43: F + "제2장 표1", 44: S + "큰따옴표 규정", 45: F + "제2장 표1",
+    47: H + "제28항", 48: S + "쉼표 규정", 49: H + "제20항", 51: S + "작은따옴표 규정", 52: P + "제9항",
+    53: H + "제12항", 54: P + "제6항", 55: S + "작은따옴표 규정", 56: F + "제2장 표1", 57: H + "제2항", 58: H + "제7항",
+    59: F + "제2장 표1", 60: H + "제22항", 61: S + "큰따옴표 규정", 62: H + "제47항", 63: S + "쉼표 규정",
+    64: H + "제23항", 65: H + "제28항", 66: S + "마침표 규정", 67: S + "대괄호 규정", 68: F + "제2장 표1",
+    69: H + "제40항", 72: P + "제7항", 73: P + "제7항", 75: H + "제53항", 76: H + "제13항", 77: H + "제18항",
+    78: S + "가운뎃점 규정", 79: H + "제57항", 80: H + "제16항", 82: H + "제47항", 83: H + "제11항", 84: H + "제11항",
+    85: F + "제2장 표1", 86: S + "작은따옴표 규정", 87: P + "제25항", 88: F + "제1장 제4항", 89: P + "제3항",
+}  # fmt: skip
+
+
+def test_rouge1_f():
+    assert rouge1_f(["a", "b"], ["a", "b"]) == 1.0
+    assert rouge1_f(["a", "a", "b"], ["a", "c"]) == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert rouge1_f([], ["a"]) == 0.0
+
+
+def test_lexical_labels_agree_with_hand_labels(data_dir):
+    """Measured 2026-11-24: 54 of 80 top-1, 64 of 80 in the top 3. The floor guards against regressions."""
+    rules = parse_docx(data_dir / "reference_rules.docx")
+    train = load_items(split_path("train", data_dir), require_answer=True)
+    items = [train[i] for i in HAND_LABELS]
+    rows = lexical_labels(items, rules, top=3)
+    gold = [HAND_LABELS[i] for i in HAND_LABELS]
+    top1 = sum(r["rule_id"] == g for r, g in zip(rows, gold, strict=True))
+    top3 = sum(g in [rid for rid, _ in r["top"]] for r, g in zip(rows, gold, strict=True))
+    assert top1 >= 50 and top3 >= 60, (top1, top3)
+
+
+RULES = [
+    Rule("R1", "c", "s", "1", "t", "조사는 그 앞말에 붙여 쓴다."),
+    Rule("R2", "c", "s", "2", "t", "의존 명사는 띄어 쓴다."),
+    Rule("R3", "c", "s", "3", "t", "물결표를 쓴다."),
+]
+ITEMS = [
+    Item(str(n), "선택형", f'"{q}" 가운데 올바른 것을 선택하고, 그 이유를 설명하세요.', f'"{a}"가 옳다. {why}')
+    for n, (q, a, why) in enumerate(
+        [
+            ("꽃{이/ 이} 핀다.", "꽃이 핀다.", "조사는 붙여 쓴다."),
+            ("{먹을만큼/먹을 만큼} 먹어라.", "먹을 만큼 먹어라.", "의존 명사는 띄어 쓴다."),
+            ("9월{~/ ~ }10월", "9월~10월", "물결표는 붙여 쓴다."),
+            ("아는 {것이/ 것이} 힘", "아는 것이 힘", "의존 명사 것."),
+        ]
+    )
+]
+CANDS = {it.id: ["R1", "R2", "R3"] for it in ITEMS}
+CONFIG = {"model": "tiny"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from malpyeong_grpo.models import load_model, load_tokenizer
+
+    return load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+
+
+def test_answer_nll_is_independent_of_batching(tiny):
+    model, tok = tiny
+    prefixes = ["질문: 가", "다음 문장에서 어문 규범에 부합하지 않는 부분을 찾아 고치고 답변:"]
+    together = answer_nll(model, tok, prefixes, " 조사는 붙여 쓴다.", batch_size=2)
+    alone = [answer_nll(model, tok, [p], " 조사는 붙여 쓴다.", batch_size=1)[0] for p in prefixes]
+    assert together == pytest.approx(alone, abs=1e-4)
+    assert all(v > 0 for v in together)
+
+
+def test_ppl_labels_resume_after_interrupt_gives_the_same_file(tiny, tmp_path):
+    model, tok = tiny
+    straight = tmp_path / "straight.jsonl"
+    rows = ppl_labels(ITEMS, RULES, CANDS, model, tok, straight, CONFIG, progress=False)
+    assert [r["id"] for r in rows] == [it.id for it in ITEMS]
+    for r in rows:
+        nlls = dict(r["candidates"])
+        assert r["rule_id"] == min(nlls, key=nlls.get) and set(nlls) == {"R1", "R2", "R3"}
+        assert r["gain"] == pytest.approx(r["base_nll"] - nlls[r["rule_id"]], abs=1e-5)
+
+    resumed = tmp_path / "resumed.jsonl"
+    seen = []
+
+    def stop_after_two(row):
+        seen.append(row["id"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ppl_labels(ITEMS, RULES, CANDS, model, tok, resumed, CONFIG, progress=False, on_row=stop_after_two)
+    assert len(resumed.read_text(encoding="utf-8").splitlines()) == 2
+    with resumed.open("a", encoding="utf-8") as f:  # a torn line, as a kill during a write leaves it
+        f.write('{"id": "2", "rule_')
+    again = []
+    ppl_labels(ITEMS, RULES, CANDS, model, tok, resumed, CONFIG, progress=False, on_row=lambda r: again.append(r["id"]))
+    assert again == ["2", "3"]  # only what was missing was computed
+    assert resumed.read_text(encoding="utf-8") == straight.read_text(encoding="utf-8")
+    assert load_labels(resumed) == {r["id"]: r["rule_id"] for r in rows}
+    with pytest.raises(DataError, match="made with other settings"):
+        ppl_labels(ITEMS, RULES, CANDS, model, tok, resumed, {"model": "other"}, progress=False)
+
+
+def test_label_command(tiny_model_dir, tmp_path, capsys):
+    rules = tmp_path / "rules.jsonl"
+    rules.write_text("".join(json.dumps(r.__dict__, ensure_ascii=False) + "\n" for r in RULES), encoding="utf-8")
+    data = tmp_path / "d.json"
+    write_items(data, ITEMS[:2])
+    lex = tmp_path / "lex.jsonl"
+    assert main(["label", "--method", "lexical", "--rules", str(rules), "--data", str(data), "--out", str(lex)]) == 0
+    assert load_labels(lex) == {"0": "R1", "1": "R2"}
+    ppl = tmp_path / "ppl.jsonl"
+    argv = ["label", "--rules", str(rules), "--data", str(data), "--model", str(tiny_model_dir), "--out", str(ppl)]
+    assert main([*argv, "--candidates", "2", "--lexical-candidates", "1"]) == 0
+    rows = [json.loads(x) for x in ppl.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["0", "1"] and all(len(r["candidates"]) >= 2 for r in rows)
+    assert main([*argv, "--candidates", "0"]) == 2
+    assert "error: --candidates" in capsys.readouterr().err
+
+
+def test_load_labels_errors(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_labels(tmp_path / "none.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "rule_id": 3}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="row 1"):
+        load_labels(bad)
+
+
+def test_retrieval_metrics():
+    got = {"a": ["R1", "R2"], "b": ["R2", "R3", "R1"], "c": ["R3"]}
+    m = retrieval_metrics(got, {"a": "R1", "b": "R1", "c": "R2"}, ks=(1, 3))
+    assert m["n_items"] == 3 and m["recall@1"] == pytest.approx(1 / 3) and m["recall@3"] == pytest.approx(2 / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 0) / 3)
