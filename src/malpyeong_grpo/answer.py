@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 PATTERNS = ("가 옳다", "이 옳다")  # tried in this order: the first occurrence of the first that occurs
 _QUOTES = str.maketrans("", "", "\"'")
+_QUOTE_CHARS = "\"'“”‘’"
 _QUOTED = re.compile(r'^\s*["“”\'‘’]?(.*?)["“”\'‘’]?\s*[이가] 옳다$', re.S)
 _SENTENCE_END = re.compile(r"[.?!][\"'”’)]*\s+(?=[가-힣A-Za-z])")
 
@@ -48,8 +49,12 @@ def normalize_answer(part: str) -> str:
 
 
 def gold_alternatives(gold: str) -> list[str]:
-    """The accepted normalised answer parts of a gold answer; alternatives are separated by '#'."""
-    return [normalize_answer(alt) for alt in parse_answer(gold).answer_part.split("#")]
+    """The accepted normalised answer parts of a gold answer: its own, or when it lists alternatives as whole
+    answers separated by '#' ('"A"가 옳다#"B"가 옳다. 이유'), that of each piece holding the pattern."""
+    pieces = [parse_answer(piece) for piece in gold.split("#")]
+    if len(pieces) == 1 or pieces[0].pattern is None:  # no '#', or a '#' inside the first answer ('"C# 언어"가 옳다')
+        return [parse_answer(gold).normalized]
+    return list(dict.fromkeys(p.normalized for p in pieces if p.pattern))
 
 
 def exact_match(pred: str, gold: str) -> float:
@@ -81,7 +86,9 @@ def particle(sentence: str) -> str:
 
 def format_answer(sentence: str, reason: str) -> str:
     """Write an answer in the official form: '"<sentence>"가 옳다. <reason>'."""
-    sentence = sentence.strip().strip("\"'“”‘’").strip()
+    sentence = sentence.strip()
+    if len(sentence) >= 2 and sentence[0] in _QUOTE_CHARS and sentence[-1] in _QUOTE_CHARS:
+        sentence = sentence[1:-1].strip()  # one surrounding pair only: '"A"라고 말했다.' keeps its opening quote
     head = f'"{sentence}"{particle(sentence)} 옳다.'
     reason = reason.strip()
     return f"{head} {reason}" if reason else head

@@ -79,6 +79,9 @@ def _check_item(path: Path, pos: int, raw: Any, require_answer: bool) -> tuple[I
             problems.append(f"{where}: unknown question_type {qtype!r} (expected 선택형 or 교정형)")
         if isinstance(question, str) and not question.strip():
             problems.append(f"{where}: empty question")
+        for key, val in (("question_type", qtype), ("question", question)):
+            if isinstance(val, str) and not _encodable(val):
+                problems.append(f"{where}: 'input.{key}' holds a lone surrogate (not encodable as UTF-8)")
     answer = None
     out = raw.get("output")
     if "output" in raw and out is not None:
@@ -89,11 +92,24 @@ def _check_item(path: Path, pos: int, raw: Any, require_answer: bool) -> tuple[I
             if not isinstance(answer, str):
                 problems.append(f"{where}: 'output.answer' must be a string, got {type(answer).__name__}")
                 answer = None
+    if isinstance(answer, str) and not _encodable(answer):
+        problems.append(f"{where}: 'output.answer' holds a lone surrogate (not encodable as UTF-8)")
+    if isinstance(rid, str) and not _encodable(rid):
+        problems.append(f"{where}: 'id' holds a lone surrogate (not encodable as UTF-8)")
     if require_answer and answer is None and not any("output" in p for p in problems):
         problems.append(f"{where}: missing key 'output.answer'")
     if problems:
         return None, problems
     return Item(id=rid, question_type=qtype, question=question, answer=answer), []
+
+
+def _encodable(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON allows the escape ``\\ud800``; UTF-8 cannot hold it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_raw(path: Path) -> list[Any]:
@@ -107,16 +123,16 @@ def _read_raw(path: Path) -> list[Any]:
         raise DataError([f"{path}: cannot read ({e.strerror})"]) from None
     if path.suffix == ".jsonl":
         rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
             if line.strip():
                 try:
                     rows.append(json.loads(line))
-                except (json.JSONDecodeError, RecursionError) as e:
+                except (ValueError, RecursionError) as e:  # ValueError: also integers beyond Python's digit limit
                     raise DataError([f"{path}: line {lineno}: not JSON ({_json_reason(e)})"]) from None
         return rows
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # ValueError: also integers beyond Python's digit limit
         raise DataError([f"{path}: not JSON ({_json_reason(e)})"]) from None
     if not isinstance(data, list):
         raise DataError([f"{path}: expected a JSON list of items, got {type(data).__name__}"])
@@ -126,7 +142,9 @@ def _read_raw(path: Path) -> list[Any]:
 def _json_reason(e: Exception) -> str:
     if isinstance(e, json.JSONDecodeError):
         return f"{e.msg} at line {e.lineno} column {e.colno}"
-    return "nested too deeply"
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return " ".join(str(e).split())[:200]
 
 
 def load_items(path: str | os.PathLike[str], require_answer: bool = False) -> list[Item]:
@@ -139,13 +157,14 @@ def load_items(path: str | os.PathLike[str], require_answer: bool = False) -> li
     for pos, raw in enumerate(raws):
         item, errs = _check_item(path, pos, raw, require_answer)
         problems += errs
-        if item is None:
-            continue
-        if item.id in seen:
-            problems.append(f"{path}: item {pos} (id {item.id!r}): duplicate id (first at item {seen[item.id]})")
-            continue
-        seen[item.id] = pos
-        items.append(item)
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(rid, str) and rid.strip():  # duplicates count even when an item has other problems
+            if rid in seen:
+                problems.append(f"{path}: item {pos} (id {rid!r}): duplicate id (first at item {seen[rid]})")
+                continue
+            seen[rid] = pos
+        if item is not None:
+            items.append(item)
     if not raws:
         problems.append(f"{path}: no items")
     if problems:
@@ -186,7 +205,7 @@ def holdout_split(items: Sequence[Item], fraction: float, seed: int) -> tuple[li
         val += group[:n_val]
         train += group[n_val:]
     key = {it.id: i for i, it in enumerate(items)}
-    return sorted(train, key=key.get), sorted(val, key=key.get)
+    return sorted(train, key=lambda it: key[it.id]), sorted(val, key=lambda it: key[it.id])
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -220,18 +239,22 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):  # an interrupted append left a torn last line: drop it
-        text = text[: text.rfind("\n") + 1]
-        with path.open("r+", encoding="utf-8") as f:
-            f.truncate(len(text.encode("utf-8")))
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):  # an interrupted append left a torn last line (maybe mid-character): drop it
+        data = data[: data.rfind(b"\n") + 1]
+        with path.open("r+b") as f:
+            f.truncate(len(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError([f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise DataError([f"{path}: line {lineno}: not JSON"]) from None
     return rows
 
