@@ -5,6 +5,7 @@ either read the file or give the data layer's one-line errors."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -123,19 +124,26 @@ def test_exact_match_of_an_answer_with_itself(text, other_reason):
     assume("#" not in text)
     assert exact_match(text, text) == 1.0
     parsed = parse_answer(text)
-    if parsed.pattern:  # a different reason never changes EM
+    if parsed.pattern and not any(p in other_reason for p in PATTERNS):  # another reason never changes EM
         assert exact_match(parsed.answer_part + " " + other_reason, text) == 1.0
 
 
+clean_sentence = st.text(plain_char, min_size=1, max_size=30).filter(
+    lambda s: _clean_sentence(s) and "#" not in s and not any(p in s for p in PATTERNS)
+)
+
+
 @FAST
-@given(st.text(plain_char, min_size=1, max_size=40), st.lists(st.text(plain_char, max_size=40), max_size=3))
-def test_exact_match_accepts_every_gold_alternative(sentence, others):
-    assume(_clean_sentence(sentence) and "#" not in sentence and not any(p in sentence for p in PATTERNS))
-    assume(all("#" not in o and not any(p in o for p in PATTERNS) for o in others))
-    pred = format_answer(sentence, "이유")
-    head = pred.split(" 옳다.")[0] + " 옳다"
-    gold = "#".join([*others, head]) + ". 이유"
-    assert exact_match(pred, gold) == 1.0
+@given(st.lists(clean_sentence, min_size=1, max_size=4), st.data())
+@example(["C 언어", "C# 언어"], None)
+def test_exact_match_accepts_every_gold_alternative(sentences, data):
+    """A gold listing whole answers separated by '#' ('"A"가 옳다#"B"가 옳다. 이유') accepts each of them."""
+    heads = [format_answer(s, "") for s in sentences]  # '"A"가 옳다.'
+    gold = "#".join(h.removesuffix(".") for h in heads) + ". 이유"
+    pick = 0 if data is None else data.draw(st.integers(0, len(sentences) - 1))
+    if "#" in "".join(sentences):  # (the explicit example: '#' inside an answer is no separator)
+        return
+    assert exact_match(format_answer(sentences[pick], "다른 이유"), gold) == 1.0
 
 
 # --- prompts.extract_answer -------------------------------------------------------------------------------------
@@ -223,7 +231,6 @@ def test_load_items_on_arbitrary_bytes(data, suffix):
         _check_load(path)
 
 
-@pytest.mark.xfail(strict=True, reason="data.load_items accepts lone surrogates (\\ud800); write_json then raises")
 @SLOW
 @given(st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3))
 def test_loaded_items_can_be_written_back(surrogates):
@@ -243,7 +250,6 @@ def test_loaded_items_can_be_written_back(surrogates):
 # --- data.read_jsonl: a cache torn anywhere reads back as a prefix of its rows ----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="data.read_jsonl decodes before cutting the torn line: UnicodeDecodeError")
 @SLOW
 @given(
     st.lists(
@@ -263,3 +269,121 @@ def test_read_jsonl_after_a_torn_append(rows, data):
         kept = full[: full[:cut].rfind(b"\n") + 1]  # the complete lines
         assert read_jsonl(path) == rows[: kept.count(b"\n")]
         assert path.read_bytes() == kept  # the torn tail is cut off, so the next append starts on a fresh line
+
+
+# --- every reward in rewards.REWARDS ----------------------------------------------------------------------------
+
+ENCODER_REWARDS = {"bertscore", "bleurt", "final"}  # these run the scorer's encoders: fewer examples
+gold_like = st.one_of(
+    hostile_text,
+    st.builds(format_answer, st.text(plain_char, max_size=30), hostile_text),
+    st.just(""),
+)
+
+
+def _reward_names() -> list[str]:
+    from malpyeong_grpo.rewards import REWARDS
+
+    return sorted(REWARDS)
+
+
+@pytest.fixture(scope="module")
+def cpu_rewards():
+    """The reward module with the default encoders (stand-ins here) on the CPU."""
+    from malpyeong_grpo import rewards
+
+    rewards.configure(None, None, "cpu")
+    return rewards
+
+
+@pytest.mark.parametrize("name", _reward_names())
+def test_every_reward_returns_a_finite_number_per_completion(name, cpu_rewards):
+    func = cpu_rewards.REWARDS[name]
+
+    @settings(
+        max_examples=12 if name in ENCODER_REWARDS else 60,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(st.tuples(completion, gold_like), min_size=1, max_size=4), st.lists(hostile_text, max_size=3))
+    @example([(HUGE[0], HUGE[1]), (HUGE[4], '"가."가 옳다. ' + HUGE[4]), ("", "")], [])
+    @example([('"나는 갔다."가 옳다. 이유 \ud800\x00', '"나는 갔다."가 옳다. 이유'), (None, None)], ["제1항"])
+    def check(pairs, rule_ids):
+        completions = [c for c, _ in pairs]
+        golds = [g for _, g in pairs]
+        out = func(
+            prompts=["질문"] * len(pairs),
+            completions=completions,
+            answer=golds,
+            gold_rule=golds,
+            gold_rule_id=[rule_ids[0] if rule_ids else ""] * len(pairs),
+            rule_ids=[rule_ids] * len(pairs),
+        )
+        assert len(out) == len(pairs)
+        assert all(isinstance(x, float) and math.isfinite(x) for x in out), out
+        if name in ("format", "exact_match", "rouge_1", "rule"):
+            assert all(0.0 <= x <= 1.0 for x in out), out
+
+    check()
+
+
+# --- the scorer: metrics.rouge1_f and metrics.score ----------------------------------------------------------------
+
+
+@FAST
+@given(hostile_text, hostile_text)
+@example(HUGE[0], HUGE[0])
+@example("\ud800가", "가\udfff")
+def test_rouge1_f_is_a_symmetric_fraction(pred, gold):
+    from malpyeong_grpo.metrics import morphs, rouge1_f
+
+    value = rouge1_f(pred, gold)
+    assert 0.0 <= value <= 1.0
+    assert value == pytest.approx(rouge1_f(gold, pred), abs=1e-12)
+    assert rouge1_f(pred, pred) == (1.0 if morphs(pred) else 0.0)
+
+
+def _score_hostile(suite, preds: dict[str, str], golds: dict[str, str]) -> None:
+    from malpyeong_grpo.metrics import score
+
+    result = score(preds, golds, suite)
+    for key in ("exact_match", "rouge_1", "descriptive_avg", "final"):
+        assert math.isfinite(result[key])
+    assert 0.0 <= result["exact_match"] <= 1.0 and 0.0 <= result["rouge_1"] <= 1.0
+    assert result["n_items"] == len(golds)
+
+
+@pytest.fixture(scope="module")
+def cpu_suite():
+    from malpyeong_grpo.metrics import get_suite
+
+    return get_suite(device="cpu")
+
+
+score_text = st.one_of(
+    st.builds(format_answer, st.text(plain_char, max_size=20), st.text(plain_char, max_size=40)),
+    st.text(plain_char, max_size=40),
+)
+
+
+def test_score_never_raises_on_hostile_text(cpu_suite):
+    @settings(
+        max_examples=10,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(st.tuples(score_text, score_text), min_size=1, max_size=4))
+    @example([('"가."가 옳다. ' + "가" * 4000, '"가."가 옳다. 이유'), ('"가."가 옳다. \x00\x1b\u200b', "")])
+    def check(pairs):
+        preds = {f"i{n}": p for n, (p, _) in enumerate(pairs)}
+        golds = {f"i{n}": g for n, (_, g) in enumerate(pairs)}
+        _score_hostile(cpu_suite, preds, golds)
+
+    check()
+
+
+@pytest.mark.xfail(strict=True, reason="metrics.score passes a lone surrogate to the encoder's tokenizer: TypeError")
+def test_score_with_a_lone_surrogate_in_a_reason(cpu_suite):
+    _score_hostile(cpu_suite, {"1": '"가나."가 옳다. 이유\ud800입니다.'}, {"1": '"가나."가 옳다. 이유입니다.'})
