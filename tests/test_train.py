@@ -105,6 +105,32 @@ def test_training_items_sources(data_dir, tmp_path):
         train.training_items(args)
 
 
+def test_rule_context_columns_from_retrieval(data_dir, tiny_model_dir, tmp_path):
+    """rules_file switches on retrieval (issue 5's build_contexts): prompts carry the candidates, training rows the
+    gold rule among them (labels_file), validation rows no forced gold."""
+    from malpyeong_grpo.models import load_tokenizer
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        "".join(json.dumps({"id": i, "rule_id": "한글 맞춤법 제42항"}) + "\n" for i in ("sample-07", "sample-26")),
+        encoding="utf-8",
+    )
+    argv = ["--use_sample_data", "true", "--rules_file", str(data_dir / "reference_rules.docx")]
+    argv += ["--labels_file", str(labels), "--num_contexts", "2", "--holdout_fraction", "0.1", "--num_shots", "1"]
+    args, _, _ = parse_args(argv, GRPOConfig, "t")
+    train_ds, val_ds, info = train.build_datasets(args, load_tokenizer(str(tiny_model_dir)))
+    assert info["rule_context"]
+    rows = {r["id"]: r for r in train_ds}
+    for i in ("sample-07", "sample-26"):
+        row = rows[i]
+        assert row["gold_rule_id"] == "한글 맞춤법 제42항" and row["gold_rule_id"] in row["rule_ids"]
+        assert row["gold_rule"].startswith("한글 맞춤법 제42항: 의존 명사는 띄어 쓴다.")
+        assert len(row["rule_ids"]) == 2 and row["prompt"].count("\n(") >= 2 and "[참고 규정]" in row["prompt"]
+    unlabelled = [r for r in train_ds if r["id"] not in ("sample-07", "sample-26")]
+    assert all(r["gold_rule"] == "" and len(r["rule_ids"]) == 2 for r in unlabelled)
+    assert all(r["gold_rule_id"] == "" for r in val_ds)
+
+
 def test_resolve_checkpoint(tmp_path):
     assert train.resolve_checkpoint(None, str(tmp_path)) is None
     with pytest.raises(DataError, match="no checkpoint"):

@@ -44,9 +44,11 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .data import DataError
+
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
-        raise FileNotFoundError(f"{gguf_path}: GGUF file not found")
+        raise DataError([f"{gguf_path}: GGUF file not found"])
     out = Path(out_dir) if out_dir else cache_dir() / "models" / f"{gguf_path.stem}-{_file_digest(gguf_path)}"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out

@@ -174,10 +174,9 @@ def load_policy(model_args: Any, training_args: Any, args: ScriptArguments) -> t
     kwargs.update(training_args.model_init_kwargs or {})
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise DataError(
-            [f"{model_args.model_name_or_path}: cannot load the model ({str(e).splitlines()[0]})"]
-        ) from None
+    except (OSError, ValueError) as e:  # a missing or malformed model folder / id
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError([f"{model_args.model_name_or_path}: cannot load the model ({first})"]) from None
     tokenizer = load_tokenizer(path)
     if args.freeze_embeddings and not model_args.use_peft:
         frozen = freeze_embeddings(model)
