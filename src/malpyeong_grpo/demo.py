@@ -24,7 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import QUESTION_TYPES, DataError, Item, load_items, sample_items, split_path, write_items, write_json
+from .data import (
+    QUESTION_TYPES,
+    DataError,
+    Item,
+    holdout_split,
+    load_items,
+    sample_items,
+    split_path,
+    write_items,
+    write_json,
+)
 
 # The demo's GRPO settings; recipes/demo-cpu.yaml holds the same values (tests/test_demo.py checks they agree).
 DEMO_RECIPE: dict[str, Any] = {
@@ -75,8 +85,6 @@ def subset(items: Sequence[Item], n: int, seed: int) -> list[Item]:
 def demo_data(data_dir: str | None, eval_items: int, seed: int) -> tuple[list[Item], list[Item], dict[str, Any]]:
     """(training items, evaluation items, description): the official train split and a dev subset, or the
     sample set split into a training part and a held-out evaluation part."""
-    from .train import holdout
-
     if data_dir:
         train = load_items(split_path("train", data_dir), require_answer=True)
         dev = load_items(split_path("dev", data_dir), require_answer=True)
@@ -84,7 +92,7 @@ def demo_data(data_dir: str | None, eval_items: int, seed: int) -> tuple[list[It
         info = {"train": str(split_path("train", data_dir)), "eval": f"{split_path('dev', data_dir)} (subset)"}
     else:
         items = sample_items()
-        train, evaluation = holdout(items, min(0.5, eval_items / len(items)), seed)
+        train, evaluation = holdout_split(items, min(0.5, eval_items / len(items)), seed)
         info = {"train": "sample set (training part)", "eval": "sample set (held-out part)"}
     info.update(train_items=len(train), eval_items=len(evaluation), eval_ids=[it.id for it in evaluation])
     return train, evaluation, info

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .configs import ScriptArguments, parse_args, run_record, write_run_record
-from .data import DataError, write_json
-from .train import holdout, load_policy, log_history_callback, prompt_rows, resolve_checkpoint, rule_contexts
+from .data import DataError, holdout_split, write_json
+from .train import load_policy, log_history_callback, prompt_rows, resolve_checkpoint, rule_contexts
 
 
 def completion_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,7 +41,7 @@ def build_sft_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any,
     from .train import training_items
 
     items, source = training_items(args)
-    train, val = holdout(items, args.holdout_fraction, args.split_seed)
+    train, val = holdout_split(items, args.holdout_fraction, args.split_seed)
     if args.max_items is not None:
         train = train[: args.max_items]
     if not train:

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from .configs import ScriptArguments, parse_args, run_record, write_run_record
-from .data import QUESTION_TYPES, DataError, Item, default_data_dir, load_items, sample_items, split_path, write_json
+from .data import (
+    DataError,
+    Item,
+    default_data_dir,
+    holdout_split,
+    load_items,
+    sample_items,
+    split_path,
+    write_json,
+)
 from .prompts import build_prompt, has_chat_template, select_shots
 
 logger = logging.getLogger(__name__)
@@ -39,20 +48,6 @@ def training_items(args: ScriptArguments) -> tuple[list[Item], str]:
             path = split_path("train", data_dir)
             return load_items(path, require_answer=True), str(path)
     return sample_items(), "sample set (malpyeong_grpo/sample_data.json)"
-
-
-def holdout(items: Sequence[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
-    """(train, validation): the split of ``data.holdout_split`` (stratified by question type, deterministic in
-    ``seed``), each part in file order. (``data.holdout_split`` itself sorts with a key that misses; see the report.)"""
-    import random
-
-    rng = random.Random(seed)
-    val_ids: set[str] = set()
-    for qtype in QUESTION_TYPES:
-        group = [it for it in items if it.question_type == qtype]
-        rng.shuffle(group)
-        val_ids.update(it.id for it in group[: round(len(group) * fraction)])
-    return [it for it in items if it.id not in val_ids], [it for it in items if it.id in val_ids]
 
 
 def use_chat(args: ScriptArguments, tokenizer: Any) -> bool:
@@ -118,7 +113,7 @@ def build_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dic
     from datasets import Dataset
 
     items, source = training_items(args)
-    train, val = holdout(items, args.holdout_fraction, args.split_seed)
+    train, val = holdout_split(items, args.holdout_fraction, args.split_seed)
     if args.max_items is not None:
         train = train[: args.max_items]
     if not train:
