@@ -156,3 +156,24 @@ def test_retrieval_metrics():
     m = retrieval_metrics(got, {"a": "R1", "b": "R1", "c": "R2"}, ks=(1, 3))
     assert m["n_items"] == 3 and m["recall@1"] == pytest.approx(1 / 3) and m["recall@3"] == pytest.approx(2 / 3)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 0) / 3)
+
+
+@pytest.mark.slow
+def test_retrieval_report_with_tiny_model(data_dir, tiny_model_dir, tmp_path):
+    out = tmp_path / "rep"
+    argv = ["retrieval-report", "--rules", str(data_dir / "reference_rules.docx"), "--data-dir", str(data_dir)]
+    argv += ["--methods", "bm25", "--ablation-method", "bm25", "--ablation-items", "2", "--model", str(tiny_model_dir)]
+    argv += ["--max-new-tokens", "4", "--num-shots", "0", "--out-dir", str(out)]
+    assert main(argv) == 0
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert set(rep["retrieval"]) == {"bm25 / rules", "bm25 / rules + train examples"}
+    assert rep["retrieval"]["bm25 / rules"]["lexical"]["n_items"] == 127
+    conds = rep["ablation"]["conditions"]
+    assert len(conds) == 3 and all(c["n_items"] == 2 and 0 <= c["final"] <= 1 for c in conds.values())
+    assert "| no context |" in (out / "report.md").read_text(encoding="utf-8")
+    caches = sorted(out.glob("ablation_*.jsonl"))
+    before = [p.read_text(encoding="utf-8") for p in caches]
+    assert len(caches) == 3 and all(len(t.splitlines()) == 2 for t in before)
+    assert main(argv) == 0  # cached completions are reused, not generated again
+    assert [p.read_text(encoding="utf-8") for p in caches] == before
+    assert main([*argv[:-2], "--oracle", "ppl", "--out-dir", str(out)]) == 2  # the PPL oracle needs --ppl-labels

@@ -434,7 +434,7 @@ def _ablation(args: Any, rules: list[Rule], dev: list[Item], train: list[Item], 
         raw = _generate_cached(out_dir / f"ablation_{n}.jsonl", items, prompts, model, tokenizer, config, args)
         preds = {it.id: extract_answer(raw[it.id]) for it in items}
         res = score(preds, golds, suite)
-        res["seconds"] = round(time.time() - t0, 1)
+        res["seconds"] = round(time.time() - t0)
         results[name] = res
     return {"n_items": len(items), "item_ids": [it.id for it in items], "conditions": results}
 
@@ -483,6 +483,8 @@ def report_command(argv: list[str]) -> int:
         raise DataError([f"--methods: unknown retriever(s) {bad} (expected some of {', '.join(METHODS)})"])
     if args.ablation_items < 0 or args.context_k < 1:
         raise DataError(["--ablation-items must be >= 0 and --context-k >= 1"])
+    if args.ablation_items and args.oracle == "ppl" and not args.ppl_labels:
+        raise DataError(["--oracle ppl needs --ppl-labels"])
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = load_rules(args.rules)
@@ -520,9 +522,7 @@ def report_command(argv: list[str]) -> int:
         "retrieval": retrieval,
     }
     if args.ablation_items:
-        oracle = label_sets.get(args.oracle)
-        if oracle is None:
-            raise DataError([f"--oracle {args.oracle} needs --ppl-labels"])
+        oracle = label_sets[args.oracle]
         missing = [it.id for it in dev[: args.ablation_items] if it.id not in oracle]
         if missing:
             raise DataError([f"{args.ppl_labels}: no label for dev item(s) {', '.join(missing[:5])}"])
