@@ -164,3 +164,12 @@ def test_clean():
     assert rewards.clean("a\x00b\tc\nd") == "a b\tc\nd"
     assert rewards.clean("\ud800x") == "?x"
     assert len(rewards.clean("가" * 10_000)) == rewards.MAX_CHARS
+
+
+def test_rouge_1_real_suite():
+    """The scorer's ROUGE-1 (Mecab morphemes), by hand: gold reason 의존/명사/는/띄/어/쓴다 (6), prediction
+    조사/는/붙여/쓴다 (4), overlap 는, 쓴다: P = 2/4, R = 2/6, F = 2PR / (P + R) = 0.4."""
+    rewards._cache.clear()
+    gold = '"나도 할 수 있다."가 옳다. 의존 명사는 띄어 쓴다.'
+    completions = ['"나도 할 수 있다."가 옳다. 조사는 붙여 쓴다.', gold, '"나도 할 수 있다."가 옳다. 규범.']
+    assert call("rouge_1", completions, answer=[gold] * 3) == pytest.approx([0.4, 1.0, 0.0])
