@@ -121,3 +121,15 @@ def test_run_record_and_its_file(tmp_path):
     write_run_record(tmp_path, record)
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 2 and lines[1]["configs"]["GRPOConfig"]["num_generations"] == 4
+
+
+@pytest.mark.parametrize("verb", ["train", "sft", "demo"])
+def test_help(verb, capsys):
+    from malpyeong_grpo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: malpyeong-grpo {verb}")
+    assert ("--freeze_embeddings" in out) == (verb != "demo")

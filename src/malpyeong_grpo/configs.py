@@ -94,7 +94,7 @@ class ScriptArguments:
         default=False,
         metadata={
             "help": "Do not train the input embedding (and the LM head tied to it): for gemma-3-270m that is "
-            "168M of 268M parameters, so the optimizer state and update shrink by ~63%."
+            "168M of 268M parameters, so the optimizer state and update shrink by about two thirds."
         },
     )
     torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})

@@ -201,7 +201,11 @@ def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1 :]
-    p = argparse.ArgumentParser(prog="malpyeong-grpo demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="malpyeong-grpo demo",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any GRPO or script field of `malpyeong-grpo train` can follow '--', e.g. -- --learning_rate 2e-5.",
+    )
     p.add_argument("--data-dir", help="official data folder: train on its train split, evaluate on a dev subset")
     p.add_argument("--output-dir", default="runs/demo", help="where the outputs go (default runs/demo)")
     p.add_argument("--model", default="embedded", help="model to train (default: the embedded gemma-3-270m)")
