@@ -156,6 +156,7 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
     except (ValueError, TypeError, yaml.YAMLError) as e:
         raise DataError([f"{where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]) from None
     script_args.check(where)
+    _check_extras(where, config, model_args)
     if len(script_args.reward_funcs) != len(getattr(config, "reward_weights", None) or script_args.reward_funcs):
         raise DataError(
             [
@@ -164,6 +165,22 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
             ]
         )
     return script_args, config, model_args
+
+
+def _check_extras(where: str, config: Any, model_args: Any) -> None:
+    """Options that need an optional package or a GPU: a one-line error instead of an ImportError deep in TRL."""
+    from importlib.util import find_spec
+
+    problems = []
+    if getattr(config, "use_vllm", False) and find_spec("vllm") is None:
+        problems.append(f"{where}: use_vllm needs vLLM (pip install -e .[vllm])")
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        if find_spec("bitsandbytes") is None:
+            problems.append(f"{where}: load_in_4bit/load_in_8bit need bitsandbytes (pip install -e .[gpu])")
+        elif not _has_accelerator():
+            problems.append(f"{where}: load_in_4bit/load_in_8bit need a GPU")
+    if problems:
+        raise DataError(problems)
 
 
 def _has_accelerator() -> bool:
