@@ -102,7 +102,7 @@ def test_dense_and_hybrid_rank_by_similarity():
 def test_examples_make_similar_questions_find_their_rule():
     train = [_item("t1", '"외출 전에 {까스/가스} 밸브를 잠그자." 가운데 올바른 것을 선택하고', answer="x")]
     exs = example_passages(train, {"t1": "R외래"})
-    assert exs == [Passage("R외래", build_query(train[0]), "t1")]
+    assert exs == [Passage("R외래", build_query(train[0]), "t1", "query")]
     query = _item("d1", '"{까스/가스} 요금이 올랐다." 가운데 올바른 것을 선택하고')
     r = make_retriever("bm25", RULES, exs)
     assert r.search([build_query(query)], 1)[0][0][0] == "R외래"
@@ -167,3 +167,20 @@ def test_retrieve_command(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--examples", str(data)]) == 2
     err = capsys.readouterr().err
     assert "error: --k must be at least 1" in err and "go together" in err
+
+
+def test_dense_embeds_each_passage_kind_as_such():
+    calls = []
+
+    def embed(texts, kind):
+        calls.append((kind, list(texts)))
+        return _bag_embed(texts, kind)
+
+    ps = [
+        Passage("R외래", RULES[3].text),
+        Passage("R외래", "까스 가스", "t1", "query"),
+        Passage("R물결", RULES[2].text),
+    ]
+    r = DenseRetriever(ps, embed)
+    assert calls == [("passage", [RULES[3].text, RULES[2].text]), ("query", ["까스 가스"])]
+    assert r.matrix.shape[0] == 3 and r.search(["까스 가스"], 1)[0][0][0] == "R외래"

@@ -181,11 +181,13 @@ def morphemes(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Passage:
-    """A searchable text standing for a document (a rule); ``origin`` names the item it came from, if any."""
+    """A searchable text standing for a document (a rule); ``origin`` names the item it came from, if any;
+    ``kind`` is how an encoder embeds it ('passage' for rule text, 'query' for questions: e5's symmetric use)."""
 
     doc_id: str
     text: str
     origin: str | None = None
+    kind: str = "passage"
 
 
 def rule_passages(rules: Sequence[Rule]) -> list[Passage]:
@@ -206,12 +208,12 @@ def rule_passages(rules: Sequence[Rule]) -> list[Passage]:
 
 
 def example_passages(items: Sequence[Item], labels: dict[str, str]) -> list[Passage]:
-    """Labelled (training) items as passages of their gold rule: the query, and the question's gold answer."""
+    """Labelled (training) items as passages of their gold rule: their query, embedded as a query."""
     out: list[Passage] = []
     for it in items:
         rid = labels.get(it.id)
         if rid:
-            out.append(Passage(rid, build_query(it), origin=it.id))
+            out.append(Passage(rid, build_query(it), origin=it.id, kind="query"))
     return out
 
 
@@ -283,7 +285,14 @@ class DenseRetriever(Retriever):
             raise ValueError("no passages to index")
         self.passages = list(passages)
         self.embed = embed
-        self.matrix = _normalise(np.asarray(embed([p.text for p in self.passages], "passage"), dtype=np.float32))
+        matrix = np.zeros((0, 0), dtype=np.float32)
+        for kind in dict.fromkeys(p.kind for p in self.passages):
+            rows = [i for i, p in enumerate(self.passages) if p.kind == kind]
+            vecs = np.asarray(embed([self.passages[i].text for i in rows], kind), dtype=np.float32)
+            if matrix.size == 0:
+                matrix = np.zeros((len(self.passages), vecs.shape[1]), dtype=np.float32)
+            matrix[rows] = vecs
+        self.matrix = _normalise(matrix)
 
     def scores(self, queries: Sequence[str], exclude: Sequence[str | None] | None = None) -> list[dict[str, float]]:
         exclude = list(exclude) if exclude is not None else [None] * len(queries)
