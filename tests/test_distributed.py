@@ -254,5 +254,71 @@ def test_documented_commands_parse(monkeypatch):
             assert config.vllm_mode == "server" and config.vllm_server_port == 8000
 
 
+SRC = Path(__file__).resolve().parents[1] / "src" / "malpyeong_grpo"
+# (module, function) allowed to write a file in place: the atomic helpers and the append-only caches themselves, and
+# files written inside a temporary folder that is renamed (or deleted) as a whole.
+IN_PLACE_OK = {
+    ("data.py", "atomic_write_text"),
+    ("data.py", "read_jsonl"),  # truncates a torn last line
+    ("data.py", "append_jsonl"),
+    ("encoders.py", "precompiled_charsmap"),  # a TemporaryDirectory
+    ("encoders.py", "e5_checkpoint"),  # a mkdtemp folder renamed into place
+}
+IN_PLACE_BUGS = {  # reported to the lead; strict: drop an entry once its module writes through data.atomic_write_text
+    "demo.py": "demo_command writes metrics.txt with Path.write_text",
+    "labels.py": "report_command writes report.md with Path.write_text",
+}
+
+
+def in_place_writes(path: Path) -> list[tuple[str, int, str]]:
+    """(function, line, call) of every call in ``path`` that writes a file in place: Path.write_text/write_bytes,
+    open() with a w/a/x/+ mode."""
+    import ast
+
+    found = []
+
+    class Visitor(ast.NodeVisitor):
+        def __init__(self) -> None:
+            self.stack = ["<module>"]
+
+        def visit_FunctionDef(self, node: ast.AST) -> None:
+            self.stack.append(node.name)
+            self.generic_visit(node)
+            self.stack.pop()
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_Call(self, node: ast.Call) -> None:
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            writes = name in ("write_text", "write_bytes")
+            if name == "open":
+                modes = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                modes += [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+                writes = any(set(str(m)) & set("wax+") for m in modes)
+            if writes:
+                found.append((self.stack[-1], node.lineno, name))
+            self.generic_visit(node)
+
+    Visitor().visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        pytest.param(p.name, marks=pytest.mark.xfail(strict=True, reason=IN_PLACE_BUGS[p.name]))
+        if p.name in IN_PLACE_BUGS
+        else p.name
+        for p in sorted(SRC.glob("*.py"))
+    ],
+)
+def test_result_files_are_written_atomically(module):
+    """No half-written output after a kill: every file the package writes goes through data.atomic_write_text /
+    write_json (temporary file, fsync, rename) or an append-only JSONL cache, never an in-place write."""
+    offenders = [w for w in in_place_writes(SRC / module) if (module, w[0]) not in IN_PLACE_OK]
+    assert not offenders, f"{module}: in-place writes (function, line, call): {offenders}"
+
+
 if __name__ == "__main__":
     sys.exit(worker(sys.argv[1:]))
