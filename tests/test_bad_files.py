@@ -94,3 +94,26 @@ def test_no_traceback_from_a_real_process(name, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"error: {BAD_DIR / name}:"), proc.stderr
+
+
+@pytest.mark.parametrize("name", ["truncated.json", "wrong_types.json", "lone_surrogate.json", "bad_line.jsonl"])
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "train"])
+def test_other_commands_report_bad_data_files(verb, name, tiny_model_dir, tmp_path, capsys):
+    """`predict --data`, `evaluate --data` and `train --train_file` on a bad file: exit 2 and the loader's lines."""
+    from malpyeong_grpo.cli import main
+
+    path = BAD_DIR / name
+    argv = {
+        "predict": ["--model", str(tiny_model_dir), "--data", str(path), "--out", str(tmp_path / "pred.json")],
+        "evaluate": ["--model", str(tiny_model_dir), "--data", str(path), "--out-dir", str(tmp_path / "eval")],
+        "train": [
+            "--model_name_or_path", str(tiny_model_dir), "--train_file", str(path),
+            "--output_dir", str(tmp_path / "run"), "--report_to", "none",
+        ],
+    }[verb]  # fmt: skip
+    rc = main([verb, *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = [line.removeprefix("error: ") for line in err.splitlines() if line.startswith("error: ")]
+    _check_problems(path, lines, MANIFEST[name]["expect"])
+    assert not (tmp_path / "pred.json").exists()
