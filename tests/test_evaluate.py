@@ -50,6 +50,8 @@ def test_evaluate_writes_the_report_with_breakdowns(tiny_model_dir, data_dir, tm
     em = [exact_match(p["output"]["answer"], it.answer) for p, it in zip(preds, items, strict=True)]
     assert result["scores"]["exact_match"] == pytest.approx(sum(em) / 12)
     assert result["scores"]["parsed"] == 1.0 and result["scores"]["parsed_unrepaired"] < 1.0
+    by_choice = result["scores"]["exact_match_by_choice"]  # default --choice hybrid: options were scored
+    assert set(by_choice) == {"hybrid", "snap", "logprob"} and by_choice["hybrid"] == pytest.approx(sum(em) / 12)
     assert all(parse_answer(p["output"]["answer"]).pattern for p in preds)
     # per type and per category
     by_type = result["by_type"]
@@ -113,3 +115,23 @@ def test_breakdown_means_skip_missing_values():
     per_item = {"a": {"em": 1.0, "r": 0.5}, "b": {"em": 0.0, "r": None}, "c": {"em": 1.0}}
     table = breakdown({"a": "x", "b": "x", "c": "y"}, per_item)
     assert table == {"x": {"n_items": 2, "em": 0.5, "r": 0.5}, "y": {"n_items": 1, "em": 1.0}}
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_scorer(tiny_model_dir, data_dir, tmp_path):
+    """The official scorer's numbers land in the result unchanged (stand-in encoders under their own keys)."""
+    from malpyeong_grpo.metrics import get_suite, score
+
+    out = tmp_path / "eval"
+    argv = [a for a in _argv(tiny_model_dir, data_dir, out) if a != "--em-only"]
+    assert evaluate_command([*argv, "--run-name", "scored", "--device", "cpu"]) == 0
+    result = json.loads((out / "scored" / "result.json").read_text(encoding="utf-8"))
+    preds = json.loads((out / "scored" / "predictions.json").read_text(encoding="utf-8"))
+    golds = {it.id: it.answer for it in load_items(split_path("dev", data_dir))[:12]}
+    direct = score({p["id"]: p["output"]["answer"] for p in preds}, golds, get_suite(device="cpu"))
+    for key in ("exact_match", "rouge_1", "final", "descriptive_avg"):
+        assert result["scores"][key] == pytest.approx(direct[key])
+    assert result["scores"]["scorer"] == "malpyeong_grpo.metrics"
+    assert all("rouge_1" in row for row in result["items"].values())
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "rouge_1" in report and ("stand-in" in report or direct["final_official"])

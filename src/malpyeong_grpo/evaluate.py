@@ -23,7 +23,7 @@ from .predict import (
     submission,
     summary_lines,
 )
-from .repair import REPAIR_KINDS
+from .repair import CHOICE_MODES, REPAIR_KINDS, repair_answer
 
 RESULT = "result.json"
 # leaderboard order; a stand-in's number sits under its own key (e.g. 'bertscore_standin'), never the official one
@@ -37,6 +37,7 @@ METRIC_ORDER = (
     "bertscore_standin",
     "rouge_1",
 )
+REASON_METRICS = ("rouge_1", "bertscore", "bertscore_standin", "bleurt", "bleurt_proxy")
 # computed here, per item, for every run: EM of the repaired and of the unrepaired answers, and the scorer's parse
 LOCAL = ("exact_match_repaired", "exact_match_unrepaired", "parsed", "parsed_unrepaired")
 LOCAL_NAMES = ("EM with repair", "EM as generated", "parsed", "parsed as generated")
@@ -68,6 +69,12 @@ def score_predictions(pred: Predictions, em_only: bool, encoders: Mapping[str, A
             "parsed": float(parse_answer(ans).pattern is not None),
             "parsed_unrepaired": float(parse_answer(raw).pattern is not None),
         }
+    if pred.logprobs and any(pred.logprobs):  # the same generations repaired under each option-choice mode
+        for it, raw, lp in zip(pred.items, pred.unrepaired, pred.logprobs, strict=True):
+            for mode in CHOICE_MODES:
+                per_item[it.id][f"exact_match_{mode}"] = exact_match(
+                    repair_answer(it, raw, lp, mode).answer, golds[it.id]
+                )
     scores: dict[str, Any] = {"n_items": len(pred.items)}
     if em_only:
         scores["scorer"] = "exact match only (--em-only)"
@@ -86,6 +93,9 @@ def score_predictions(pred: Predictions, em_only: bool, encoders: Mapping[str, A
         scores["scorer"] = "malpyeong_grpo.metrics"
     for key in ("exact_match_repaired", "exact_match_unrepaired", "parsed", "parsed_unrepaired"):
         scores[key] = _mean(v[key] for v in per_item.values())
+    choice = {m: _mean(v.get(f"exact_match_{m}") for v in per_item.values()) for m in CHOICE_MODES}
+    if all(v is not None for v in choice.values()):
+        scores["exact_match_by_choice"] = choice
     return {"scores": scores, "items": per_item}
 
 
@@ -125,7 +135,7 @@ def breakdown(groups: Mapping[str, str], per_item: Mapping[str, Mapping[str, Any
 
 
 def _item_quality(vals: Mapping[str, Any]) -> tuple[float, float]:
-    reason = _mean(v for k, v in vals.items() if k in ("rouge_1", "bertscore", "bertscore_standin", "bleurt"))
+    reason = _mean(v for k, v in vals.items() if k in REASON_METRICS)
     return float(vals.get("exact_match", 0.0)), reason if reason is not None else 0.0
 
 
@@ -273,9 +283,13 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
         ["metric", "×100"],
         [[k, _pct(v)] for k, v in _metrics(s).items()],
     )
+    if s.get("final_official") is False:
+        lines += ["", "`final` and `descriptive_avg` use stand-in encoders here: they are not the official numbers."]
     enc = s.get("encoders")
-    if enc:
-        lines += ["", "Encoders: " + _cell(json.dumps(enc, ensure_ascii=False), 600)]
+    if isinstance(enc, Mapping):
+        lines += [""] + [
+            f"- {k}: {_cell(v.get('label') if isinstance(v, Mapping) else v, 200)}" for k, v in enc.items()
+        ]
     lines += ["", "### Repairs", ""]
     counts = result["repairs"]
     lines += [
@@ -288,6 +302,18 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
         ["repair", "answers", "what"],
         [[k, v, REPAIR_KINDS.get(k, "")] for k, v in counts.items() if k not in ("answers", "repaired")],
     )
+    lines += [
+        "",
+        f"EM ×100: as generated {_pct(s.get('exact_match_unrepaired'))}, repaired "
+        f"{_pct(s.get('exact_match_repaired'))}.",
+    ]
+    by_choice = s.get("exact_match_by_choice")
+    if isinstance(by_choice, Mapping):
+        lines[-1] += (
+            " The same generations repaired under each `--choice`: "
+            + ", ".join(f"{m} {_pct(v)}" for m, v in by_choice.items())
+            + "."
+        )
     item_cols = [k for k in _metric_columns([result]) if k not in ("final", "descriptive_avg")] + list(LOCAL)
     lines += ["", "### By question type", ""]
     lines += _breakdown_table("type", result["by_type"], item_cols)

@@ -331,6 +331,7 @@ class Predictions:
     cache_path: Path
     repaired: bool  # whether ``answers`` are the repaired ones
     seconds: float = 0.0  # wall time of generation (and option scoring) in this run, model loading excluded
+    logprobs: list[dict[str, float]] | None = None  # option log-probabilities of each item ({} when none)
 
     @property
     def repair_counts(self) -> dict[str, int]:
@@ -569,7 +570,10 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
         for it, text in zip(items, unrepaired, strict=True)
     ]
     answers = unrepaired if args.no_repair else [r.answer for r in repairs]
-    return Predictions(items, raw, unrepaired, answers, repairs, generated, cache, not args.no_repair, seconds)
+    logprobs = [done[it.id].get("logprobs") or {} for it in items]
+    return Predictions(
+        items, raw, unrepaired, answers, repairs, generated, cache, not args.no_repair, seconds, logprobs
+    )
 
 
 def _read_data(args: argparse.Namespace) -> tuple[Path, list[Item]]:
