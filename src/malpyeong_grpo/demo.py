@@ -145,12 +145,16 @@ def time_budget_callback(seconds: float) -> Any:
     return Budget()
 
 
-def plot_learning_curve(log_history: Sequence[dict[str, Any]], path: Path) -> list[str]:
-    """PNG of each reward's mean per step (and the weighted total); return the plotted series names."""
+def plot_learning_curve(
+    log_history: Sequence[dict[str, Any]], path: Path, notes: dict[str, str] | None = None
+) -> list[str]:
+    """PNG of each reward's mean per step (and the weighted total); ``notes`` add to a reward's legend label (e.g.
+    'stand-in'). Return the plotted series names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in log_history if "step" in r and "reward" in r]
     keys = sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
@@ -158,8 +162,10 @@ def plot_learning_curve(log_history: Sequence[dict[str, Any]], path: Path) -> li
     for key in ["reward", *keys]:
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
         if pts:
-            label = "reward (weighted sum)" if key == "reward" else key.split("/")[1]
+            name = key.split("/")[1] if key != "reward" else ""
+            label = "reward (weighted sum)" if key == "reward" else f"{name} {(notes or {}).get(name, '')}".strip()
             ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if key == "reward" else 1.2, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward over the step's completions")
     ax.set_title("Learning curve (demo)")
@@ -273,7 +279,9 @@ def demo_command(argv: list[str]) -> int:
     write_items(out / "predictions_after.json", _with_answers(eval_items, after_answers))
 
     print("[demo 6/6] learning curve and table")
-    series = plot_learning_curve(trainer.state.log_history, out / "learning_curve.png")
+    encoders = rewards.get_suite().encoders
+    notes = {name: "(stand-in)" for name in ("bertscore", "bleurt") if not encoders[name].official}
+    series = plot_learning_curve(trainer.state.log_history, out / "learning_curve.png", notes)
     where = "official dev subset" if opts.data_dir else "held-out sample items"
     _, text = metrics_table(before, after, f"Scores on {len(eval_items)} {where}, before and after GRPO")
     (out / "metrics.txt").write_text(text, encoding="utf-8")
