@@ -133,13 +133,19 @@ def test_rule_context_columns_from_retrieval(data_dir, tiny_model_dir, tmp_path)
 
 def test_resolve_checkpoint(tmp_path):
     assert train.resolve_checkpoint(None, str(tmp_path)) is None
-    with pytest.raises(DataError, match="no checkpoint"):
+    with pytest.raises(DataError, match="no complete checkpoint"):
         train.resolve_checkpoint("last", str(tmp_path))
-    with pytest.raises(DataError, match="not a checkpoint folder"):
+    with pytest.raises(DataError, match="not a complete checkpoint folder"):
         train.resolve_checkpoint(str(tmp_path), str(tmp_path))
-    (tmp_path / "checkpoint-3").mkdir()
-    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
-    assert train.resolve_checkpoint("last", str(tmp_path)).endswith("checkpoint-3")
+    for step, state in ((3, "{}"), (10, '{"global_step": '), (12, None)):  # 10: torn state file, 12: no state yet
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_text("x")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert train.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-3")
+    assert train.resolve_checkpoint("true", str(tmp_path)) == str(tmp_path / "checkpoint-3")
+    with pytest.raises(DataError, match="checkpoint-10: not a complete checkpoint"):
+        train.resolve_checkpoint(str(tmp_path / "checkpoint-10"), str(tmp_path))
 
 
 def fake_contexts(args, items, include_gold):

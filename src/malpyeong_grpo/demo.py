@@ -28,6 +28,7 @@ from .data import (
     QUESTION_TYPES,
     DataError,
     Item,
+    atomic_write_text,
     holdout_split,
     load_items,
     sample_items,
@@ -284,7 +285,7 @@ def demo_command(argv: list[str]) -> int:
     series = plot_learning_curve(trainer.state.log_history, out / "learning_curve.png", notes)
     where = "official dev subset" if opts.data_dir else "held-out sample items"
     _, text = metrics_table(before, after, f"Scores on {len(eval_items)} {where}, before and after GRPO")
-    (out / "metrics.txt").write_text(text, encoding="utf-8")
+    atomic_write_text(out / "metrics.txt", text)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     write_json(
         out / "metrics.json",

@@ -11,6 +11,7 @@ continues a killed run. Works under ``accelerate launch`` and with ``--use_vllm`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -181,19 +182,32 @@ def load_policy(model_args: Any, training_args: Any, args: ScriptArguments) -> t
     return model, tokenizer
 
 
-def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
-    """``--resume_from_checkpoint``: a checkpoint folder, or 'last'/'true' for the newest one in ``output_dir``."""
-    from transformers.trainer_utils import get_last_checkpoint
+def complete_checkpoint(folder: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint folder was written to the end: the Trainer writes ``trainer_state.json`` last, so a
+    folder whose state file is missing or torn (a kill mid-save) is incomplete."""
+    try:
+        json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or 'last'/'true' for the newest complete one in
+    ``output_dir`` (a folder torn by a kill during its save is passed over)."""
     if value is None or str(value).lower() in ("", "none", "false", "no"):
         return None
     if str(value).lower() in ("last", "latest", "true", "yes"):
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise DataError([f"{output_dir}: no checkpoint-* folder to resume from"])
-        return last
-    if not (Path(value) / "trainer_state.json").is_file():
-        raise DataError([f"{value}: not a checkpoint folder (no trainer_state.json)"])
+        found = []
+        for folder in Path(output_dir).glob("checkpoint-*") if Path(output_dir).is_dir() else []:
+            step = folder.name.removeprefix("checkpoint-")
+            if step.isdigit() and folder.is_dir() and complete_checkpoint(folder):
+                found.append((int(step), folder))
+        if not found:
+            raise DataError([f"{output_dir}: no complete checkpoint-* folder to resume from"])
+        return str(max(found)[1])
+    if not complete_checkpoint(value):
+        raise DataError([f"{value}: not a complete checkpoint folder (trainer_state.json missing or torn)"])
     return str(value)
 
 
