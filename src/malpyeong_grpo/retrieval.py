@@ -406,8 +406,8 @@ def build_contexts(
 ) -> dict[str, ItemContext]:
     """Rule contexts for items: the top-k retrieved rules (from ``retrieved_path``, else retrieved now with
     ``method``), formatted with ``format_rule(rule, max_chars)``. With ``include_gold`` and a gold label (from
-    ``labels_path``) the gold rule is always among the k candidates: when retrieval missed it, it replaces one
-    candidate at a position drawn from (seed, item id), so that its place tells nothing."""
+    ``labels_path``) the gold rule is always among the k candidates (when retrieval missed it, it replaces the
+    last one) and the candidates are shuffled by (seed, item id), so that the gold's place tells nothing."""
     rules = load_rules(rules_path)
     by_id = {r.id: r for r in rules}
     labels: dict[str, str] = {}
@@ -433,10 +433,12 @@ def build_contexts(
     for it in items:
         ids = list(dict.fromkeys(retrieved[it.id]))[:k]
         gold = labels.get(it.id)
-        if include_gold and gold is not None and gold not in ids and k > 0:
-            if len(ids) >= k:
-                ids.pop()
-            ids.insert(_item_rng(seed, it.id).randint(0, len(ids)), gold)
+        if include_gold and gold is not None and k > 0:
+            if gold not in ids:
+                if len(ids) >= k:
+                    ids.pop()
+                ids.append(gold)
+            _item_rng(seed, it.id).shuffle(ids)  # retrieval ranks the gold high: its place must tell nothing
         out[it.id] = ItemContext(
             texts=[format_rule(by_id[r], max_chars) for r in ids],
             rule_ids=ids,
