@@ -1,9 +1,20 @@
-"""Seconds per GRPO step and peak RSS: plain TRL GRPOTrainer defaults vs ours, same work, side by side.
+"""Seconds per GRPO step and peak RSS: plain TRL ``GRPOTrainer`` defaults vs ``malpyeong-grpo train`` with a recipe.
 
-Each run is its own subprocess (peak RSS is per process); runs alternate between the two set-ups.
+Both sides do the same work: the same model, the same prompt dataset (the recipe's: training split minus its
+holdout, k-shot prompts), the same group size, completion length, seed and reward functions. Plain TRL gets only
+what it needs to run that work (``num_generations``, ``per_device_train_batch_size``, ``max_completion_length``,
+``seed``, fp32 since ``bf16`` needs ``use_cpu`` on a CPU-only machine); everything else is TRL's default
+(``gradient_checkpointing=True``, ``learning_rate=1e-6``, ``temperature=1``...). Ours is the recipe through
+``train.make_trainer``, plus the speed options given with ``--opts`` that are not yet recipe fields.
 
-    flock /tmp/heavy.lock python benchmarks/train_step.py --steps 3 --rounds 2
-    python benchmarks/train_step.py --worker --opts freeze_embeddings,completion_only_logits --steps 3
+Each run is its own subprocess (peak RSS per process, from ``getrusage``); runs alternate TRL, ours, TRL, ours...
+The first ``--warmup`` steps of each run are not timed.
+
+    flock /tmp/heavy.lock python benchmarks/train_step.py --steps 3 --rounds 2 --out train_step.json
+    python benchmarks/train_step.py --worker ours --opts share_prefix --steps 2     # one run, JSON on stdout
+
+``--learning SECONDS`` runs each set-up for that wall-clock budget instead and reports the mean reward of its last
+steps (the learning table of docs/throughput.md); there TRL gets the recipe's learning rate and sampling settings.
 """
 
 from __future__ import annotations
@@ -18,161 +29,204 @@ import tempfile
 import time
 from pathlib import Path
 
+# speed options not (yet) switched on by recipe fields: applied by the worker on top of the recipe
 OPTIONS = (
-    "freeze_embeddings",  # do not train the tied 262k x 640 embedding
-    "completion_only_logits",  # LM head on completion positions only (TRL's own loss forward)
+    "freeze_embeddings",  # do not train the tied 262k x 640 embedding (recipe field freeze_embeddings)
+    "completion_only_logits",  # LM head on completion positions only, in TRL's own loss forward
     "share_prefix",  # each group's prompt through the backbone once in the loss forward (implies the above)
     "no_grad_ckpt",  # gradient_checkpointing=False (TRL's default is True)
     "share_prefill",  # generation: the group's prompt prefilled once
     "bf16_generation",  # generation with a bfloat16 copy of the policy
     "stop_at_markers",  # generation ends where a base model starts a new few-shot block
-    "bf16",  # TRL bf16 autocast (use_cpu=True)
-    "lora",  # peft LoRA on all linear layers (r=--lora-r)
+    "bf16",  # bf16 autocast (use_cpu=True)
+    "lora",  # peft LoRA (recipe fields use_peft, lora_r...)
 )
+OURS_DEFAULT = "share_prefix,share_prefill,stop_at_markers"
+ALIGNED = ("learning_rate", "temperature", "top_p", "top_k", "lr_scheduler_type", "beta")
 
 
-def format_reward(completions, **kwargs) -> list[float]:
-    """1.0 when the completion's answer parses as the official scorer parses it and a reason follows."""
-    from malpyeong_grpo.answer import parse_answer
-    from malpyeong_grpo.prompts import extract_answer
+class Stopper:
+    """A TrainerCallback that ends training once ``budget`` seconds of steps have elapsed."""
 
-    out = []
-    for c in completions:
-        p = parse_answer(extract_answer(c))
-        out.append(1.0 if p.pattern and p.reason else 0.0)
-    return out
+    def __new__(cls, budget: float):
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def __init__(self) -> None:
+                self.start = None
+
+            def on_step_begin(self, args, state, control, **kw):
+                if self.start is None:
+                    self.start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                if time.perf_counter() - self.start >= budget:
+                    control.should_training_stop = True
+
+        return _Stop()
 
 
-def build_dataset(data_dir: str, shots: int, seed: int):
-    """Plain-text k-shot prompts for every training item (shots drawn from the training split)."""
-    from datasets import Dataset
+def recipe_args(args: argparse.Namespace, steps: int, out_dir: str):
+    """(script args, GRPOConfig, ModelConfig) of the recipe with the benchmark's overrides."""
+    from trl import GRPOConfig
 
-    from malpyeong_grpo.data import load_items, split_path
-    from malpyeong_grpo.prompts import build_prompt, select_shots
+    from malpyeong_grpo.configs import parse_args
 
-    items = load_items(split_path("train", data_dir), require_answer=True)
-    rows = [
-        {"prompt": build_prompt(it, select_shots(it, items, shots, seed), chat=False), "answer": it.answer}
-        for it in items
+    argv = [
+        "--config",
+        args.recipe,
+        "--output_dir",
+        out_dir,
+        "--max_steps",
+        str(steps),
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--logging_steps",
+        "1",
+        "--seed",
+        str(args.seed),
+        "--num_generations",
+        str(args.generations),
+        "--per_device_train_batch_size",
+        str(args.generations),
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_completion_length",
+        str(args.max_completion_length),
+        "--reward_funcs",
+        *args.reward_funcs,
+        "--reward_weights",
+        *[str(w) for w in args.reward_weights or [1.0] * len(args.reward_funcs)],
+        *[part for kv in args.override for part in ("--" + kv.partition("=")[0], kv.partition("=")[2])],
     ]
-    return Dataset.from_list(rows)
+    return parse_args(argv, GRPOConfig, prog="train_step")
 
 
 def worker(args: argparse.Namespace) -> dict:
-    """Build one trainer, run warm-up + ``steps`` steps, return the profile as a dict."""
+    """Build one trainer (``trl`` or ``ours``), train, return the profile as a dict."""
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from malpyeong_grpo import speed
-    from malpyeong_grpo.models import load_tokenizer, resolve_model
+    from malpyeong_grpo import rewards, speed, train
 
     opts = set(filter(None, args.opts.split(",")))
-    unknown = opts - set(OPTIONS)
-    if unknown:
-        raise SystemExit(f"unknown options: {sorted(unknown)}")
-    speed.set_threads(args.threads)
-    path = resolve_model(args.model)
-    tok = load_tokenizer(path)
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if unknown := opts - set(OPTIONS):
+        raise SystemExit(f"unknown options: {sorted(unknown)} (known: {', '.join(OPTIONS)})")
+    steps = 10**6 if args.learning else args.warmup + args.steps
+    out_dir = tempfile.mkdtemp(prefix="train-step-")
+    script, config, model_args = recipe_args(args, steps, out_dir)
+    if args.worker == "trl":  # TRL's defaults for everything the recipe would otherwise set
+        script.freeze_embeddings = False
+        script.torch_num_threads = None
+        model_args.use_peft = False
     if "freeze_embeddings" in opts:
-        speed.freeze_embeddings(model)
-    if "completion_only_logits" in opts:
-        speed.completion_only_logits()
+        script.freeze_embeddings = True
+    if "lora" in opts:
+        model_args.use_peft = True
+    if "no_grad_ckpt" in opts:
+        config.gradient_checkpointing = False
+    model, tok = train.load_policy(model_args, config, script)
     if "stop_at_markers" in opts:
         speed.stop_at_markers(model, tok)
     gen_model = speed.bf16_generation(model) if "bf16_generation" in opts else model
     if "share_prefill" in opts:
         speed.share_prefill(gen_model)
-    peft_config = None
-    if "lora" in opts:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=2 * args.lora_r,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
+    if "completion_only_logits" in opts:
+        speed.completion_only_logits()
+    callbacks = [Stopper(args.learning)] if args.learning else []
+    if args.worker == "ours":
+        trainer, _ = train.make_trainer(script, config, model_args, callbacks, model_and_tokenizer=(model, tok))
+    else:
+        dataset, _, _ = train.build_datasets(script, tok)
+        rewards.configure(script.bertscore_model, script.bleurt_model, script.reward_device or "cpu")
+        kwargs = {"bf16": "bf16" in opts, "use_cpu": "bf16" in opts}
+        if "no_grad_ckpt" in opts:
+            kwargs["gradient_checkpointing"] = False
+        if args.learning:  # the learning comparison is about speed, not hyperparameters
+            kwargs.update({k: getattr(config, k) for k in ALIGNED})
+        trl_config = GRPOConfig(
+            output_dir=out_dir,
+            num_generations=args.generations,
+            per_device_train_batch_size=args.generations,
+            max_completion_length=args.max_completion_length,
+            max_steps=steps,
+            seed=args.seed,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            reward_weights=config.reward_weights,
+            **kwargs,
         )
-    # fp32 unless asked: TRL's default bf16=True is refused on a CPU-only machine without use_cpu
-    kwargs = {"bf16": "bf16" in opts, "use_cpu": "bf16" in opts}
-    if "no_grad_ckpt" in opts:
-        kwargs["gradient_checkpointing"] = False
-    if args.lr is not None:
-        kwargs["learning_rate"] = args.lr
-    out_dir = tempfile.mkdtemp(prefix="train-step-")
-    config = GRPOConfig(
-        output_dir=out_dir,
-        num_generations=args.generations,
-        per_device_train_batch_size=args.generations,
-        max_completion_length=args.max_completion_length,
-        max_steps=args.warmup + args.steps,
-        seed=args.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        **kwargs,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[format_reward],
-        args=config,
-        train_dataset=build_dataset(args.data_dir, args.shots, args.seed),
-        processing_class=tok,
-        peft_config=peft_config,
-    )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=rewards.get_rewards(script.reward_funcs),
+            args=trl_config,
+            train_dataset=dataset,
+            processing_class=tok,
+            callbacks=callbacks,
+        )
     if "share_prefix" in opts:
         speed.share_prompt_prefix(trainer)
     prof = speed.StepProfiler().attach(trainer)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    comp_len = [h.get("completions/mean_length") for h in trainer.state.log_history if "reward" in h]
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    targs = trainer.args
     return {
+        "side": args.worker,
         "opts": sorted(opts),
         "threads": torch.get_num_threads(),
-        "trainable_params": trainable,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "settings": {
+            k: getattr(targs, k)
+            for k in ("gradient_checkpointing", "bf16", "learning_rate", "temperature", "top_p", "beta")
+        },
         "train_wall_s": round(wall, 2),
-        **prof.summary(skip=args.warmup),
+        **prof.summary(skip=0 if args.learning else args.warmup),
         "steps_s": [r.seconds for r in prof.records],
         "step_phases": [r.phases for r in prof.records],
-        "rewards": rewards,
-        "completion_mean_length": comp_len,
+        "rewards": [h["reward"] for h in logs],
+        "completion_mean_length": [h.get("completions/mean_length") for h in logs],
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", action="store_true", help="run one set-up in this process and print JSON")
-    ap.add_argument("--opts", default="", help=f"comma-separated speed options for --worker: {', '.join(OPTIONS)}")
-    ap.add_argument(
-        "--ours",
-        default="freeze_embeddings,share_prefix,no_grad_ckpt,share_prefill,stop_at_markers",
-        help="options of our set-up",
-    )
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--data-dir", default=os.environ.get("MALPYEONG_DATA_DIR", "../shared/data"))
+    ap.add_argument("--worker", choices=("trl", "ours"), help="run one set-up in this process, print JSON")
+    ap.add_argument("--opts", default="", help=f"speed options for --worker: {', '.join(OPTIONS)}")
+    ap.add_argument("--ours", default=OURS_DEFAULT, help="--opts of our side (on top of the recipe)")
+    ap.add_argument("--trl-opts", default="", help="--opts of the TRL side (for per-option comparisons)")
+    ap.add_argument("--recipe", default="recipes/demo-cpu.yaml")
+    ap.add_argument("--override", nargs="*", default=[], help="more recipe fields as field=value (nargs: yes)")
+    ap.add_argument("--reward-funcs", nargs="+", default=["format"])
+    ap.add_argument("--reward-weights", nargs="+", type=float, default=None)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (after the warm-up)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed first steps per run")
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds (each: one TRL run, one ours)")
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--max-completion-length", type=int, default=128)
-    ap.add_argument("--shots", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--learning", type=float, default=None, help="wall-clock budget per run in seconds")
     ap.add_argument("--out", default=None, help="write the JSON results here")
     return ap.parse_args(argv)
 
 
-def run_child(argv: list[str]) -> dict:
-    """Run one worker in a subprocess and return its JSON line."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def run_child(args: argparse.Namespace, side: str, opts: str) -> dict:
+    """Run one worker in a subprocess and return its JSON (last stdout line)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, f"--opts={opts}"]
+    cmd += ["--recipe", args.recipe, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--generations", str(args.generations), "--max-completion-length", str(args.max_completion_length)]
+    cmd += ["--seed", str(args.seed), "--reward-funcs", *args.reward_funcs]
+    if args.reward_weights:
+        cmd += ["--reward-weights", *map(str, args.reward_weights)]
+    if args.learning:
+        cmd += ["--learning", str(args.learning)]
+    if args.override:
+        cmd += ["--override", *args.override]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -183,33 +237,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args), ensure_ascii=False))
         return 0
-    common = [
-        f"--model={args.model}",
-        f"--data-dir={args.data_dir}",
-        f"--steps={args.steps}",
-        f"--warmup={args.warmup}",
-        f"--generations={args.generations}",
-        f"--max-completion-length={args.max_completion_length}",
-        f"--shots={args.shots}",
-        f"--seed={args.seed}",
-    ]
     runs: dict[str, list[dict]] = {"trl": [], "ours": []}
     for r in range(args.rounds):
-        for name, opts in (("trl", ""), ("ours", args.ours)):
-            res = run_child([*common, f"--opts={opts}"])
-            runs[name].append(res)
-            print(f"round {r + 1} {name}: {res['median_s_per_step']} s/step, peak RSS {res['peak_rss_gb']} GB")
+        for side, opts in (("trl", args.trl_opts), ("ours", args.ours)):
+            res = run_child(args, side, opts)
+            runs[side].append(res)
+            print(
+                f"round {r + 1} {side}: {res['median_s_per_step']} s/step over {res['steps']} steps "
+                f"(phases {res['phases']}), peak RSS {res['peak_rss_gb']} GB",
+                flush=True,
+            )
     summary = {}
-    for name, rs in runs.items():
-        steps = [s for res in rs for s in res["steps_s"][args.warmup :]]
-        summary[name] = {
+    for side, rs in runs.items():
+        skip = 0 if args.learning else args.warmup
+        steps = [s for res in rs for s in res["steps_s"][skip:]]
+        summary[side] = {
             "median_s_per_step": round(statistics.median(steps), 2),
             "peak_rss_gb": max(res["peak_rss_gb"] for res in rs),
+            "steps": len(steps),
         }
     ratio = summary["ours"]["median_s_per_step"] / summary["trl"]["median_s_per_step"]
-    print(f"plain TRL: {summary['trl']['median_s_per_step']} s/step, peak RSS {summary['trl']['peak_rss_gb']} GB")
-    ours = summary["ours"]
-    print(f"ours ({args.ours}): {ours['median_s_per_step']} s/step, peak RSS {ours['peak_rss_gb']} GB")
+    trl, ours = summary["trl"], summary["ours"]
+    print(f"plain TRL: {trl['median_s_per_step']} s/step (median of {trl['steps']}), peak RSS {trl['peak_rss_gb']} GB")
+    print(
+        f"ours ({args.recipe} + {args.ours or 'nothing'}): {ours['median_s_per_step']} s/step "
+        f"(median of {ours['steps']}), peak RSS {ours['peak_rss_gb']} GB"
+    )
     print(f"ratio ours/TRL: {ratio:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": summary, "ratio": ratio, "runs": runs}, indent=2))
