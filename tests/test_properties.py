@@ -369,13 +369,13 @@ score_text = st.one_of(
 
 def test_score_never_raises_on_hostile_text(cpu_suite):
     @settings(
-        max_examples=10,
+        max_examples=6,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     @given(st.lists(st.tuples(score_text, score_text), min_size=1, max_size=4))
-    @example([('"가."가 옳다. ' + "가" * 4000, '"가."가 옳다. 이유'), ('"가."가 옳다. \x00\x1b\u200b', "")])
+    @example([('"가."가 옳다. ' + "가" * 1000, '"가."가 옳다. 이유'), ('"가."가 옳다. \x00\x1b\u200b', "")])
     def check(pairs):
         preds = {f"i{n}": p for n, (p, _) in enumerate(pairs)}
         golds = {f"i{n}": g for n, (_, g) in enumerate(pairs)}
