@@ -202,11 +202,6 @@ def test_two_process_run_killed_with_sigkill_resumes(tiny_model_dir, tmp_path):
     assert [row["resumed_from"] for row in info] == [None, str(cut / "checkpoint-2")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.resolve_checkpoint('last') takes the highest checkpoint-N even when a kill tore it before "
-    "trainer_state.json (the Trainer writes that file last) was written",
-)
 def test_resume_last_skips_a_checkpoint_torn_by_the_kill(tmp_path):
     """A SIGKILL while checkpoint-3 is being written leaves a folder without trainer_state.json; `last` must resume
     from checkpoint-2, the newest complete one."""
@@ -265,7 +260,6 @@ IN_PLACE_OK = {
     ("encoders.py", "e5_checkpoint"),  # a mkdtemp folder renamed into place
 }
 IN_PLACE_BUGS = {  # reported to the lead; strict: drop an entry once its module writes through data.atomic_write_text
-    "demo.py": "demo_command writes metrics.txt with Path.write_text",
     "labels.py": "report_command writes report.md with Path.write_text",
 }
 
