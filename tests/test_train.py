@@ -280,3 +280,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--config", RECIPE, "--reward_funcs", "format", "magic"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unknown reward(s) magic" in err and "Traceback" not in err
+
+
+def test_speed_switches_are_wired(tiny_model_dir, tmp_path, monkeypatch):
+    """The recipe's speed fields reach malpyeong_grpo.speed (issue 8; its own tests check they are exact)."""
+    import trl.trainer.utils as tu
+
+    monkeypatch.setitem(rewards.REWARDS, "length", length)
+    argv = tiny_argv(tiny_model_dir, tmp_path / "run", "--max_steps", "2", "--save_strategy", "no")
+    argv += ["--reward_funcs", "format", "length", "--reward_weights", "1", "1"]
+    argv += [f"--{k}" for k in ("completion_only_logits", "share_prompt_prefix", "share_prefill", "bf16_generation")]
+    args, targs, margs = parse_args(argv, GRPOConfig, "t")
+    before = train.load_policy(margs, targs, args)[0].state_dict()
+    try:
+        trainer = train.run(args, targs, margs, argv)
+        assert hasattr(tu._use_triton, "_original")  # completion-only LM head
+        assert trainer._get_per_token_logps_and_entropies.__name__ == "_get_per_token_logps_and_entropies"
+        assert trainer._get_per_token_logps_and_entropies.__wrapped__  # routed through prefix_shared_logps
+        assert trainer.model.generate.__name__ == "generate" and not hasattr(trainer.model.generate, "__self__")
+        steps = [r for r in trainer.state.log_history if "reward" in r]
+        assert len(steps) == 2 and any(r["grad_norm"] > 0 for r in steps)
+        after = trainer.model.state_dict()
+        assert any(not torch.allclose(before[k], after[k]) for k in before if "embed" not in k)
+    finally:
+        from malpyeong_grpo import speed
+
+        speed.completion_only_logits(False)
+    args.completion_only_logits = False
+    train.apply_model_speedups(args, train.load_policy(margs, targs, args)[0], None, margs)
+    assert not hasattr(tu._use_triton, "_original")  # switched off again by the next run

@@ -98,6 +98,24 @@ class ScriptArguments:
         },
     )
     torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
+    completion_only_logits: bool = field(
+        default=False,
+        metadata={"help": "LM head on completion positions only in the loss pass (TRL does so on CUDA only); exact."},
+    )
+    share_prompt_prefix: bool = field(
+        default=False,
+        metadata={"help": "Log-probs: each group's prompt runs once, its KV cache shared by the completions; exact."},
+    )
+    share_prefill: bool = field(
+        default=False, metadata={"help": "Generation: a group's identical prompts are prefilled once; exact."}
+    )
+    stop_at_markers: bool = field(
+        default=False,
+        metadata={"help": "End a base model's completion at the token that starts a new few-shot block ('###')."},
+    )
+    bf16_generation: bool = field(
+        default=False, metadata={"help": "Sample from a bfloat16 copy of the policy (CPU: half the weight traffic)."}
+    )
     merge_lora: bool = field(
         default=False, metadata={"help": "With use_peft, also save the adapter merged into the base as 'merged/'."}
     )

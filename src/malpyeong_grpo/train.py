@@ -235,19 +235,18 @@ def make_trainer(
 ) -> tuple[Any, dict[str, Any]]:
     """A ready GRPOTrainer for the configuration (on an already loaded model when given), and the data
     description."""
-    import torch
     from trl import GRPOTrainer, get_peft_config
 
-    from . import rewards
+    from . import rewards, speed
 
-    if args.torch_num_threads:
-        torch.set_num_threads(args.torch_num_threads)
+    speed.set_threads(args.torch_num_threads)  # before any model work
     model, tokenizer = model_and_tokenizer or load_policy(model_args, training_args, args)
     with training_args.main_process_first(desc="dataset"):
         train_ds, eval_ds, info = build_datasets(args, tokenizer)
     if training_args.eval_strategy == "no":
         eval_ds = None
     rewards.configure(args.bertscore_model, args.bleurt_model, args.reward_device or str(training_args.device))
+    apply_model_speedups(args, model, tokenizer, model_args)  # before the trainer reads eos ids and wraps the model
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards.get_rewards(args.reward_funcs),
@@ -258,7 +257,26 @@ def make_trainer(
         peft_config=get_peft_config(model_args),
         callbacks=[log_history_callback(), *callbacks],
     )
+    if args.share_prompt_prefix:
+        speed.share_prompt_prefix(trainer)
     return trainer, info
+
+
+def apply_model_speedups(args: ScriptArguments, model: Any, tokenizer: Any, model_args: Any) -> None:
+    """The recipe's speed switches that act on the model or process-wide (``malpyeong_grpo.speed``, issue 8);
+    ``share_prompt_prefix`` acts on the trainer (``make_trainer``)."""
+    from . import speed
+
+    speed.completion_only_logits(args.completion_only_logits)  # process-wide; False restores TRL's own choice
+    if args.stop_at_markers:
+        speed.stop_at_markers(model, tokenizer)
+    generator = model
+    if args.bf16_generation:
+        if model_args.use_peft:
+            raise DataError(["bf16_generation does not work with use_peft"])
+        generator = speed.bf16_generation(model)
+    if args.share_prefill:
+        speed.share_prefill(generator)
 
 
 def run(
