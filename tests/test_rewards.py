@@ -81,6 +81,8 @@ def test_exact_match_hand_computed():
     completions = [RIGHT, WRONG_SENTENCE, chat, "", '"나는 밥을 먹었다."이 옳다. 이유']
     assert call("exact_match", completions, answer=[GOLD] * 5) == [1.0, 0.0, 1.0, 0.0, 0.0]
     assert call("exact_match", [RIGHT], answer=None) == [0.0]  # no gold column: a number, not an error
+    assert call("exact_match", [RIGHT], answer=[GOLD, GOLD]) == [1.0]  # a column longer than the batch
+    assert call("exact_match", [RIGHT, RIGHT], answer="not a column") == [0.0, 0.0]
 
 
 def test_reason_metrics_hand_computed_and_batched_once(fake):

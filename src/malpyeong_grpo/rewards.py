@@ -63,7 +63,7 @@ def _parsed(completions: Sequence[Any]) -> list[ParsedAnswer]:
 
 
 def _golds(answer: Sequence[Any] | None, n: int) -> list[str]:
-    golds = list(answer) if answer is not None else []
+    golds = list(answer)[:n] if isinstance(answer, list | tuple) else []
     return [clean(g) for g in golds] + [""] * (n - len(golds))
 
 
