@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from malpyeong_grpo.answer import exact_match, parse_answer
+from malpyeong_grpo.answer import exact_match, normalize_answer, parse_answer
 from malpyeong_grpo.data import Item, load_items, split_path
 from malpyeong_grpo.repair import (
     REPAIR_KINDS,
@@ -141,3 +141,31 @@ def test_repair_of_the_training_golds_keeps_em(data_dir):
     assert kept >= 602
     with_cands = [it for it in items if candidates(it)]
     assert len(with_cands) >= 320  # every 선택형 item and the 'choose a line' 교정형 items
+
+
+@pytest.fixture(scope="module")
+def some_items(data_dir):
+    items = load_items(split_path("train", data_dir), require_answer=True)
+    return items[:40] + items[-40:]
+
+
+def test_any_text_repairs_to_a_parseable_answer(some_items):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(['"', "“", "”", "가 옳다", "이 옳다", "{", "/", "}", "\n", ".", " ", "우동이", "###"])
+    texts = st.one_of(st.text(max_size=80), st.lists(pieces, max_size=12).map("".join))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(some_items), texts, st.sampled_from(["hybrid", "snap", "logprob"]))
+    def check(item, text, choice):
+        r = repair_answer(item, text, None, choice)
+        parsed = parse_answer(r.answer)
+        assert parsed.pattern is not None and parsed.sentence.strip()
+        assert set(r.kinds) <= set(REPAIR_KINDS)
+        assert "\n" not in parsed.answer_part
+        cands = candidates(item)
+        if cands:  # an option question's answer is always one of its options (ASCII quotes aside, as EM compares)
+            assert normalize_answer(parsed.sentence) in {normalize_answer(c) for c in cands}
+
+    check()
