@@ -264,6 +264,13 @@ def test_load_bleurt_checkpoint_layout(tmp_path):
     assert encoders.bleurt_scores(again, tok2, refs, cands) == pytest.approx(got, abs=1e-6)
 
 
+def test_bleurt_wordpiece_tokenizer(tmp_path):
+    # BERT-sized BLEURT checkpoints ship a WordPiece vocab.txt (lower-cased by default)
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "##s"]) + "\n")
+    tok = encoders.load_bleurt_tokenizer(tmp_path)
+    assert tok(["The cats"], ["cat"])["input_ids"][0] == [2, 4, 5, 6, 3, 5, 3]
+
+
 def test_load_bleurt_rejects_non_bleurt_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         encoders.load_bleurt(tmp_path)

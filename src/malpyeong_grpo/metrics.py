@@ -1,0 +1,482 @@
+"""The competition's metrics and scorer (``malpyeong-grpo score``), and the fast metric suite behind the rewards.
+
+Official definitions: EM on the answer part (see ``answer.py``); on the reasons of the items where both reasons are
+non-empty, ROUGE-1 F (py-rouge, alpha 0.5, Mecab morphemes), BERTScore F1 (bert-base-multilingual-cased, layer 9,
+no idf, no baseline rescaling) and BLEURT-20; final = (EM + mean(ROUGE-1, BERTScore, BLEURT)) / 2.
+
+The learned metrics need local checkpoints (option or environment variable). Without them the suite says so in one
+line and uses named stand-ins (BERTScore computed on multilingual-e5-small, the cosine of e5 sentence embeddings for
+BLEURT); their numbers are stored under ``bertscore_standin`` / ``bleurt_proxy``, never under the official keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .answer import exact_match, parse_answer
+from .data import DataError, load_items, write_json
+
+BERTSCORE_OFFICIAL = "bert-base-multilingual-cased"
+BERTSCORE_LAYER = 9
+BLEURT_OFFICIAL = "BLEURT-20"
+ENV_BERTSCORE = "MALPYEONG_BERTSCORE_MODEL"
+ENV_BLEURT = "MALPYEONG_BLEURT_MODEL"
+ROUGE_LENGTH_LIMIT = 1000  # words, applied before tokenisation (as the official py-rouge call)
+ROUGE_ALPHA = 0.5
+_NOT_ROUGE_CHAR = re.compile(r"[^A-Za-z0-9가-힣]")
+_PRED_CACHE = 8192  # candidate-side entries kept per cache (gold sides are kept for the process)
+
+
+# ------------------------------------------------------------------ ROUGE-1
+@lru_cache(maxsize=1)
+def _mecab() -> Any:
+    import mecab
+
+    return mecab.MeCab()
+
+
+@lru_cache(maxsize=1 << 16)
+def _rouge_tokens(text: str) -> tuple[str, ...]:
+    """py-rouge's ``_preprocess_summary_as_a_whole`` with the official Korean tokeniser: split at newlines, keep the
+    first 1000 whitespace words, lowercase, non-[A-Za-z0-9가-힣] -> space, Mecab morphemes, re-split on spaces."""
+    summary = " ".join(" ".join(text.split("\n")).split()[:ROUGE_LENGTH_LIMIT])
+    summary = _NOT_ROUGE_CHAR.sub(" ", summary.lower()).strip()
+    return tuple(" ".join(_mecab().morphs(summary)).split()) if summary else ()
+
+
+def morphs(text: str) -> list[str]:
+    """The official ROUGE preprocessing: lowercase, every char outside ``[A-Za-z0-9가-힣]`` -> space, Mecab
+    morphemes (python-mecab-ko with mecab-ko-dic). Memoised."""
+    return list(_rouge_tokens(text))
+
+
+def rouge1_f(pred_reason: str, gold_reason: str) -> float:
+    """Per-item ROUGE-1 F as py-rouge computes it (clipped unigram counts, alpha 0.5; 0 when a side is empty)."""
+    hyp, ref = _rouge_tokens(pred_reason), _rouge_tokens(gold_reason)
+    hyp_counts, ref_counts = Counter(hyp), Counter(ref)
+    overlap = sum(min(hyp_counts[g], ref_counts[g]) for g in set(hyp_counts) & set(ref_counts))
+    precision = 0.0 if len(hyp) == 0 else overlap / len(hyp)
+    recall = 0.0 if len(ref) == 0 else overlap / len(ref)
+    if recall == 0.0 or precision == 0.0:
+        return 0.0
+    return precision * recall / ((1 - ROUGE_ALPHA) * precision + ROUGE_ALPHA * recall)
+
+
+# ------------------------------------------------------------------ encoders and the suite
+@dataclass(frozen=True)
+class EncoderInfo:
+    """The model behind a learned metric: ``official`` False marks a stand-in (its number is not the metric)."""
+
+    name: str
+    path: str
+    official: bool
+    label: str
+
+
+def _check_folder(path: str, what: str) -> str:
+    if not (Path(path) / "config.json").is_file():
+        raise DataError([f"{path}: {what} checkpoint folder not found (expected a folder with config.json)"])
+    return str(Path(path).resolve())
+
+
+class _LRU(OrderedDict):
+    """A small bounded mapping (least recently used entries dropped)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or_none(self, key: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class MetricSuite:
+    """ROUGE-1, BERTScore and BLEURT for lists of (prediction, reference) reasons, fast enough for rewards.
+
+    Encoders load once (on first use), every call encodes its texts in batches, references' token embeddings and
+    sentence embeddings are cached for the process, candidates' in a bounded cache, duplicate pairs are scored
+    once and morpheme analyses memoised. BERTScore follows the bert-score package (its ``sent_encode`` and
+    ``greedy_cos_idf``), so numbers equal ``bert_score.score(...)`` on the same model and layer.
+    """
+
+    def __init__(
+        self,
+        bertscore_model: str | None = None,
+        bleurt_model: str | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+    ):
+        from . import encoders
+
+        self.device = device or _default_device()
+        self.batch_size = batch_size
+        self.notes: list[str] = []
+        bertscore_model = bertscore_model or os.environ.get(ENV_BERTSCORE) or None
+        bleurt_model = bleurt_model or os.environ.get(ENV_BLEURT) or None
+        e5 = f"{encoders.E5_NAME} ({encoders.E5_SOURCE})"
+        if bertscore_model:
+            path = _check_folder(bertscore_model, "BERTScore")
+            bs = EncoderInfo(BERTSCORE_OFFICIAL, path, True, f"bertscore: {BERTSCORE_OFFICIAL} layer {BERTSCORE_LAYER}")
+        else:
+            bs = EncoderInfo(
+                e5, str(encoders.e5_folder()), False, f"bertscore-standin: {encoders.E5_NAME} (last layer)"
+            )
+            self.notes.append(
+                f"BERTScore: no local {BERTSCORE_OFFICIAL} checkpoint (--bertscore-model or ${ENV_BERTSCORE}); "
+                f"using the stand-in {bs.label}"
+            )
+        if bleurt_model:
+            path = _check_folder(bleurt_model, "BLEURT")
+            bl = EncoderInfo(BLEURT_OFFICIAL, path, True, f"bleurt: {BLEURT_OFFICIAL}")
+        else:
+            bl = EncoderInfo(
+                e5, str(encoders.e5_folder()), False, f"bleurt-proxy: cosine of {encoders.E5_NAME} sentence embeddings"
+            )
+            self.notes.append(
+                f"BLEURT: no local {BLEURT_OFFICIAL} checkpoint (--bleurt-model or ${ENV_BLEURT}); "
+                f"using the proxy {bl.label}"
+            )
+        self.encoders: dict[str, EncoderInfo] = {"bertscore": bs, "bleurt": bl}
+        self._bs: tuple[Any, Any, dict[int, float]] | None = None
+        self._bl: tuple[Any, Any] | None = None
+        self._tok_cache: dict[str, tuple[Any, Any]] = {}  # reference text -> (token embeddings, idf weights)
+        self._tok_cache_pred: _LRU = _LRU(_PRED_CACHE)
+        self._sent_cache: dict[str, Any] = {}  # reference text -> e5 sentence embedding (BLEURT proxy)
+        self._sent_cache_pred: _LRU = _LRU(_PRED_CACHE)
+        self._pair_cache: _LRU = _LRU(4 * _PRED_CACHE)  # (metric, pred, ref) -> score (official BLEURT)
+
+    # ---------------------------------------------------------- ROUGE-1
+    def rouge1(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+        """Per-pair ROUGE-1 F (official definition)."""
+        return [rouge1_f(p, r) for p, r in zip(preds, refs, strict=True)]
+
+    # ---------------------------------------------------------- BERTScore
+    def _bertscore_model(self) -> tuple[Any, Any, dict[int, float]]:
+        if self._bs is None:
+            from bert_score.utils import get_model, get_tokenizer
+
+            info = self.encoders["bertscore"]
+            if info.official:
+                tokenizer = get_tokenizer(info.path, use_fast=False)
+                model = get_model(info.path, BERTSCORE_LAYER).to(self.device)
+                limit = getattr(model.config, "max_position_embeddings", 512)
+                tokenizer.model_max_length = min(tokenizer.model_max_length, limit)  # a missing limit reads 1e30
+            else:
+                from .encoders import load_e5
+
+                model, tokenizer = load_e5(self.device)
+            idf: dict[int, float] = defaultdict(lambda: 1.0)  # no idf; [CLS]/[SEP] weigh 0, as bert-score
+            idf[tokenizer.sep_token_id] = 0
+            idf[tokenizer.cls_token_id] = 0
+            self._bs = (model, tokenizer, idf)
+        return self._bs
+
+    def _cached(self, texts: list[str], is_ref: bool, kind: str, compute: Any) -> list[Any]:
+        """Per-text values from the reference cache (kept for the process) or the bounded candidate cache;
+        ``compute(missing texts) -> values`` fills in the rest in one batched call."""
+        refs, preds = (
+            (self._tok_cache, self._tok_cache_pred) if kind == "tok" else (self._sent_cache, self._sent_cache_pred)
+        )
+        found: dict[str, Any] = {}
+        for t in dict.fromkeys(texts):
+            hit = refs.get(t) if t in refs else preds.get_or_none(t)
+            if hit is not None:
+                found[t] = hit
+                if is_ref:
+                    refs[t] = hit
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        if todo:
+            for t, v in zip(todo, compute(todo), strict=True):
+                found[t] = v
+                if is_ref:
+                    refs[t] = v
+                else:
+                    preds.put(t, v)
+        return [found[t] for t in texts]
+
+    def _token_embeddings(self, texts: list[str], is_ref: bool) -> list[tuple[Any, Any]]:
+        """bert-score's per-sentence (token embeddings, idf weights), encoding only the texts not cached."""
+        from bert_score.utils import get_bert_embedding
+
+        model, tokenizer, idf = self._bertscore_model()
+
+        def compute(todo: list[str]) -> list[tuple[Any, Any]]:
+            ordered = sorted(todo, key=lambda x: len(x.split(" ")), reverse=True)  # bert-score's batching order
+            out = {}
+            for start in range(0, len(ordered), self.batch_size):
+                batch = ordered[start : start + self.batch_size]
+                embs, masks, padded_idf = get_bert_embedding(batch, model, tokenizer, idf, device=self.device)
+                for i, sen in enumerate(batch):
+                    n = int(masks[i].sum().item())
+                    out[sen] = (embs[i, :n].clone(), padded_idf[i, :n].to(embs.device))  # clone: free the batch
+            return [out[t] for t in todo]
+
+        return self._cached(texts, is_ref, "tok", compute)
+
+    def bertscore(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+        """Per-pair BERTScore F1 (bert-score's greedy matching; no idf, no rescaling)."""
+        import torch
+        from bert_score.utils import greedy_cos_idf
+        from torch.nn.utils.rnn import pad_sequence
+
+        pairs = list(zip(preds, refs, strict=True))
+        # bert-score gives 0 when a side is empty after strip() (its sent_encode of "" fails under transformers 5)
+        unique = [pair for pair in dict.fromkeys(pairs) if pair[0].strip() and pair[1].strip()]
+        scores: dict[tuple[str, str], float] = dict.fromkeys(pairs, 0.0)
+        if not unique:
+            return [0.0] * len(pairs)
+        ref_stats = dict(zip([r for _, r in unique], self._token_embeddings([r for _, r in unique], True), strict=True))
+        pred_texts = list(dict.fromkeys(p for p, _ in unique))
+        pred_stats = dict(zip(pred_texts, self._token_embeddings(pred_texts, False), strict=True))
+
+        def pad(stats: list[tuple[Any, Any]]) -> tuple[Any, Any, Any]:
+            emb = pad_sequence([e for e, _ in stats], batch_first=True, padding_value=2.0)
+            idf = pad_sequence([i for _, i in stats], batch_first=True)
+            lens = torch.tensor([e.size(0) for e, _ in stats])
+            mask = (torch.arange(int(lens.max()))[None, :] < lens[:, None]).to(emb.device)
+            return emb, mask, idf
+
+        with torch.no_grad():
+            for start in range(0, len(unique), self.batch_size):
+                batch = unique[start : start + self.batch_size]
+                _, _, f1 = greedy_cos_idf(
+                    *pad([ref_stats[r] for _, r in batch]), *pad([pred_stats[p] for p, _ in batch])
+                )
+                scores.update(zip(batch, f1.cpu().tolist(), strict=True))
+        return [scores[pair] for pair in pairs]
+
+    # ---------------------------------------------------------- BLEURT
+    def _sentence_embeddings(self, texts: list[str], is_ref: bool) -> list[Any]:
+        """e5 sentence embeddings (``query:`` prefix) for the BLEURT proxy, encoding only the texts not cached."""
+        from .encoders import embed
+
+        def compute(todo: list[str]) -> list[Any]:
+            return list(embed(todo, "query", batch_size=self.batch_size, device=self.device))
+
+        return self._cached(texts, is_ref, "sent", compute)
+
+    def bleurt(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+        """Per-pair BLEURT-20 score with the official checkpoint, else the labelled e5-cosine proxy."""
+        pairs = list(zip(preds, refs, strict=True))
+        unique = list(dict.fromkeys(pairs))
+        if not self.encoders["bleurt"].official:
+            ref_vecs = self._sentence_embeddings([r for _, r in unique], True)
+            pred_vecs = self._sentence_embeddings([p for p, _ in unique], False)
+            scores = {pair: float(a @ b) for pair, a, b in zip(unique, pred_vecs, ref_vecs, strict=True)}
+            return [scores[pair] for pair in pairs]
+        from .encoders import bleurt_scores, load_bleurt
+
+        if self._bl is None:
+            self._bl = load_bleurt(self.encoders["bleurt"].path, self.device)
+        todo = [pair for pair in unique if self._pair_cache.get_or_none(("bleurt", *pair)) is None]
+        if todo:
+            model, tok = self._bl
+            vals = bleurt_scores(model, tok, [r for _, r in todo], [p for p, _ in todo], self.batch_size)
+            for pair, val in zip(todo, vals, strict=True):
+                self._pair_cache.put(("bleurt", *pair), val)
+        return [self._pair_cache.get_or_none(("bleurt", *pair)) for pair in pairs]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_SUITES: dict[tuple[Any, ...], MetricSuite] = {}
+
+
+def get_suite(
+    bertscore_model: str | None = None, bleurt_model: str | None = None, device: str | None = None, batch_size: int = 64
+) -> MetricSuite:
+    """The process-wide suite for these settings (environment variables resolved first): encoders load once."""
+    key = (
+        bertscore_model or os.environ.get(ENV_BERTSCORE) or None,
+        bleurt_model or os.environ.get(ENV_BLEURT) or None,
+        device or _default_device(),
+        batch_size,
+    )
+    if key not in _SUITES:
+        _SUITES[key] = MetricSuite(*key)
+    return _SUITES[key]
+
+
+# ------------------------------------------------------------------ the scorer
+def _metric_keys(suite: MetricSuite) -> dict[str, str]:
+    """Where each learned metric's number is stored: the official key, or the stand-in's own key."""
+    return {
+        "bertscore": "bertscore" if suite.encoders["bertscore"].official else "bertscore_standin",
+        "bleurt": "bleurt" if suite.encoders["bleurt"].official else "bleurt_proxy",
+    }
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def score(preds: dict[str, str], golds: dict[str, str], suite: MetricSuite, per_item: bool = False) -> dict[str, Any]:
+    """Score predictions against golds (both ``{id: answer text}``) as the competition does.
+
+    EM over all items; ROUGE-1, BERTScore and BLEURT over the items where both reasons are non-empty (an item
+    without a reason drops out of those three; 0 when no item has one); final = (EM + their mean) / 2. With
+    ``per_item`` the result holds ``items: {id: {...}}`` (per-item final = (EM + mean of the three) / 2, the
+    three counting 0 for an item without a reason pair)."""
+    missing = [i for i in golds if i not in preds]
+    extra = [i for i in preds if i not in golds]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} gold id(s) have no prediction: {_id_list(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} predicted id(s) are not in the gold file: {_id_list(extra)}")
+    if problems:
+        raise DataError(problems)
+    ids = list(golds)
+    em = {i: exact_match(preds[i], golds[i]) for i in ids}
+    reasons = {i: (parse_answer(preds[i]).reason, parse_answer(golds[i]).reason) for i in ids}
+    paired = [i for i in ids if reasons[i][0] and reasons[i][1]]
+    p_reasons, g_reasons = [reasons[i][0] for i in paired], [reasons[i][1] for i in paired]
+    keys = _metric_keys(suite)
+    columns = {
+        "rouge_1": suite.rouge1(p_reasons, g_reasons),
+        keys["bertscore"]: suite.bertscore(p_reasons, g_reasons),
+        keys["bleurt"]: suite.bleurt(p_reasons, g_reasons),
+    }
+    means = {k: _mean(v) for k, v in columns.items()}
+    descriptive = _mean(list(means.values()))
+    exact = _mean([em[i] for i in ids])
+    official = all(info.official for info in suite.encoders.values())
+    result: dict[str, Any] = {
+        "exact_match": exact,
+        "rouge_1": means["rouge_1"],
+        "bertscore": means.get("bertscore"),
+        "bleurt": means.get("bleurt"),
+    }
+    if not suite.encoders["bertscore"].official:
+        result["bertscore_standin"] = means["bertscore_standin"]
+    if not suite.encoders["bleurt"].official:
+        result["bleurt_proxy"] = means["bleurt_proxy"]
+    result |= {
+        "descriptive_avg": descriptive,
+        "final": (exact + descriptive) / 2,
+        "final_official": official,
+        "n_items": len(ids),
+        "n_reason_pairs": len(paired),
+        "encoders": {k: asdict(v) for k, v in suite.encoders.items()},
+        "notes": list(suite.notes),
+    }
+    if per_item:
+        by_id = {i: {k: v[n] for k, v in columns.items()} for n, i in enumerate(paired)}
+        items = {}
+        for i in ids:
+            row: dict[str, Any] = {"exact_match": em[i], "has_reason_pair": i in by_id}
+            row |= by_id.get(i, dict.fromkeys(columns))
+            desc = _mean(list(by_id[i].values())) if i in by_id else 0.0
+            row["final"] = (em[i] + desc) / 2
+            items[i] = row
+        result["items"] = items
+    return result
+
+
+def _id_list(ids: list[str], limit: int = 30) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+# ------------------------------------------------------------------ the command
+COLUMNS = [  # (result key, header) in leaderboard order
+    ("final", "final"),
+    ("descriptive_avg", "descriptive avg"),
+    ("exact_match", "EM"),
+    ("bleurt", "BLEURT"),
+    ("bertscore", "BERTScore"),
+    ("rouge_1", "ROUGE-1"),
+]
+
+
+def render_table(result: dict[str, Any]) -> Any:
+    """A rich table of a ``score`` result (x100, leaderboard columns; stand-in columns marked as such)."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['n_items']} items, {result['n_reason_pairs']} with reasons on both sides")
+    for key, header in COLUMNS:
+        value = result.get(key)
+        if key in ("bleurt", "bertscore") and value is None:
+            key = "bleurt_proxy" if key == "bleurt" else "bertscore_standin"
+            header = "BLEURT proxy*" if key == "bleurt_proxy" else "BERTScore stand-in*"
+        elif key in ("final", "descriptive_avg") and not result["final_official"]:
+            header += "*"
+        table.add_column(header, justify="right")
+    row = []
+    for key, _ in COLUMNS:
+        value = result.get(key)
+        if value is None:
+            value = result.get("bleurt_proxy" if key == "bleurt" else "bertscore_standin")
+        row.append(f"{100 * value:.2f}")
+    table.add_row(*row)
+    return table
+
+
+def score_command(argv: list[str]) -> int:
+    """``malpyeong-grpo score --pred P --gold G [--out scores.json]``: score a prediction file as the competition."""
+    parser = argparse.ArgumentParser(prog="malpyeong-grpo score", description=score_command.__doc__)
+    parser.add_argument("--pred", required=True, help="predictions: official JSON list (or JSONL) with output.answer")
+    parser.add_argument("--gold", required=True, help="gold answers in the same schema (e.g. the dev split)")
+    parser.add_argument("--out", help="write the scores (with per-item scores under 'items') to this JSON file")
+    parser.add_argument("--bertscore-model", help=f"local {BERTSCORE_OFFICIAL} folder (or ${ENV_BERTSCORE})")
+    parser.add_argument("--bleurt-model", help=f"local {BLEURT_OFFICIAL} folder (or ${ENV_BLEURT})")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    from rich.console import Console
+
+    gold_items = load_items(args.gold, require_answer=True)
+    pred_items = load_items(args.pred, require_answer=True)
+    gold_ids = {it.id for it in gold_items}
+    missing = [it.id for it in gold_items if it.id not in {p.id for p in pred_items}]
+    extra = [it.id for it in pred_items if it.id not in gold_ids]
+    problems = [f"{args.pred}: no prediction for {len(missing)} id(s) of {args.gold}: {_id_list(missing)}"] * bool(
+        missing
+    )
+    problems += [f"{args.pred}: {len(extra)} id(s) are not in {args.gold}: {_id_list(extra)}"] * bool(extra)
+    if problems:
+        raise DataError(problems)
+    suite = get_suite(args.bertscore_model, args.bleurt_model, args.device, args.batch_size)
+    err = Console(stderr=True)
+    for note in suite.notes:
+        err.print(f"note: {note}", highlight=False)
+    result = score(
+        {it.id: it.answer for it in pred_items}, {it.id: it.answer for it in gold_items}, suite, per_item=True
+    )
+    out = Console() if sys.stdout.isatty() else Console(width=120)  # piped: wide enough for the headers
+    out.print(render_table(result))
+    for name, info in result["encoders"].items():
+        out.print(f"{name}: {info['label']} ({info['path']})", highlight=False, markup=False)
+    if not result["final_official"]:
+        out.print("* computed with stand-in encoders: not the official metric / final score", highlight=False)
+    summary = {k: v for k, v in result.items() if k != "items"}
+    if args.out:
+        write_json(args.out, result)
+        out.print(f"scores written to {args.out}", highlight=False)
+    else:
+        import json
+
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    return 0

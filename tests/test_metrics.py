@@ -1,0 +1,311 @@
+"""The competition scorer and the metric suite: ROUGE-1 as py-rouge, BERTScore as bert-score, the aggregation,
+id matching, stand-in labelling, and the ``score`` command."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from malpyeong_grpo import metrics
+from malpyeong_grpo.data import DataError, load_items, split_path
+from malpyeong_grpo.metrics import MetricSuite, morphs, rouge1_f, score
+
+
+# ---------------------------------------------------------------- ROUGE-1
+def test_morphs_official_preprocessing():
+    assert morphs("ABC-def, 123!") == ["abc", "def", "123"]  # lowercased, punctuation -> space
+    assert morphs("사과를 먹었다.") == ["사과", "를", "먹", "었", "다"]
+    assert morphs("사과를 먹는다.") == ["사과", "를", "먹", "는다"]
+    assert morphs("'ㄷ'은 ‘ㄹ’로") == ["은", "로"]  # bare jamo and quotes are outside [A-Za-z0-9가-힣]
+    assert morphs("") == [] and morphs(" ... ") == []
+
+
+def test_rouge1_hand_computed():
+    # hyp a a a b / ref a b b: clipped overlap min(3,1)+min(1,2)=2, P=2/4, R=2/3, F=PR/(0.5P+0.5R)=4/7
+    assert rouge1_f("a a a b", "a b b") == pytest.approx(4 / 7, abs=1e-15)
+    # 사과/를/먹/었/다 vs 사과/를/먹/는다: overlap 3, P=3/5, R=3/4, F=0.45/0.675=2/3
+    assert rouge1_f("사과를 먹었다.", "사과를 먹는다.") == pytest.approx(2 / 3, abs=1e-15)
+    assert rouge1_f("X y", "x Y") == 1.0  # case-insensitive
+    assert rouge1_f("", "a") == 0.0 and rouge1_f("a", "") == 0.0 and rouge1_f("b", "a") == 0.0
+
+
+def test_rouge1_length_limit_applies_before_tokenisation():
+    # the first 1000 whitespace words are kept (py-rouge length_limit=1000, 'words'), then Mecab splits them
+    pred = "가 " * 1000 + "사과를"
+    assert rouge1_f(pred, "사과를") == 0.0
+    assert rouge1_f("가 " * 999 + "사과를", "사과를") == pytest.approx(2 * (2 / 1001) / (2 / 1001 + 1))
+    assert rouge1_f("사과를\n먹었다", "사과를 먹었다") == 1.0  # lines are joined with spaces
+
+
+def _py_rouge_reference(hyp: str, ref: str) -> float:
+    """py-rouge's rouge-n path (Korean variant) written out: sentences split at '\\n', 1000-word limit, lowercase,
+    non-[A-Za-z0-9가-힣] -> space, Mecab morphemes joined and re-split, clipped n-gram counts, alpha-F."""
+    import itertools
+    import re
+
+    def prep(summary: str) -> list[str]:
+        sentences = summary.split("\n")
+        summary = " ".join(" ".join(sentences).split()[:1000])
+        summary = re.sub("[^A-Za-z0-9가-힣]", " ", summary.lower()).strip()
+        joined = " ".join(metrics._mecab().morphs(summary))
+        return list(itertools.chain(*[s.split() for s in [joined]]))
+
+    h, r = prep(hyp), prep(ref)
+    hc, rc = Counter(h), Counter(r)
+    overlap = sum(min(hc[g], rc[g]) for g in set(hc).intersection(set(rc)))
+    p = 0.0 if len(h) == 0 else overlap / len(h)
+    rr = 0.0 if len(r) == 0 else overlap / len(r)
+    return 0.0 if (rr == 0.0 or p == 0.0) else p * rr / ((1 - 0.5) * p + 0.5 * rr)
+
+
+def test_rouge1_equals_py_rouge_on_perturbed_golds(data_dir):
+    import random
+
+    from malpyeong_grpo.answer import parse_answer
+
+    reasons = [parse_answer(it.answer).reason for it in load_items(split_path("train", data_dir), True)][:80]
+    rng = random.Random(0)
+    for gold in reasons:
+        words = gold.split()
+        rng.shuffle(words)
+        for pred in (" ".join(words[: len(words) // 2]), gold.upper(), "\n".join(words), " ".join([gold] * 30)):
+            assert abs(rouge1_f(pred, gold) - _py_rouge_reference(pred, gold)) <= 1e-12
+
+
+# ---------------------------------------------------------------- aggregation (fixed learned metrics)
+class FixedSuite(MetricSuite):
+    """The real ROUGE-1 with fixed learned metrics (0.5 and 0.25 per pair) and stand-in labels."""
+
+    def __init__(self, official: bool = False):
+        super().__init__()
+        if official:
+            self.encoders = {
+                k: metrics.EncoderInfo(k, "/x", True, k) for k in ("bertscore", "bleurt")
+            }  # pretend official
+        self.calls: list[tuple[str, int]] = []
+
+    def bertscore(self, preds, refs):
+        self.calls.append(("bertscore", len(preds)))
+        return [0.5] * len(preds)
+
+    def bleurt(self, preds, refs):
+        self.calls.append(("bleurt", len(preds)))
+        return [0.25] * len(preds)
+
+
+GOLDS = {
+    "1": '"사과를 먹었다."가 옳다. 사과를 먹는다.',
+    "2": '"밥을 먹었다."가 옳다. 밥을 먹었다.',
+    "3": '"책을 읽었다."가 옳다. 책을 읽는다.',
+    "4": '"물을 마셨다."가 옳다. 물을 마셨다.',
+}
+
+
+def test_score_perturbed_predictions_hand_computed():
+    preds = {
+        "4": '"물을 마셨다."가 옳다.',  # right answer, no reason: drops out of the reason metrics
+        "1": '"사과를 먹었다."가 옳다. 사과를 먹었다.',  # EM 1, ROUGE-1 2/3 (see above)
+        "2": '"밥을 먹는다."가 옳다. 밥을 먹었다.',  # EM 0, ROUGE-1 1
+        "3": '"책을 읽었다"가 옳다. 전혀 다른 말',  # EM 0 (period missing), ROUGE-1 0
+    }
+    suite = FixedSuite()
+    res = score(preds, GOLDS, suite, per_item=True)
+    assert res["exact_match"] == 0.5 and res["n_items"] == 4 and res["n_reason_pairs"] == 3
+    assert res["rouge_1"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3, abs=1e-12)
+    assert suite.calls == [("bertscore", 3), ("bleurt", 3)]  # one batch per metric
+    # stand-ins: never under the official keys
+    assert res["bertscore"] is None and res["bleurt"] is None
+    assert res["bertscore_standin"] == 0.5 and res["bleurt_proxy"] == 0.25
+    desc = (5 / 9 + 0.5 + 0.25) / 3
+    assert res["descriptive_avg"] == pytest.approx(desc) and res["final"] == pytest.approx((0.5 + desc) / 2)
+    assert res["final_official"] is False
+    assert res["encoders"]["bertscore"]["official"] is False and "e5" in res["encoders"]["bertscore"]["label"]
+    items = res["items"]
+    assert items["4"] == {
+        "exact_match": 1.0,
+        "has_reason_pair": False,
+        "rouge_1": None,
+        "bertscore_standin": None,
+        "bleurt_proxy": None,
+        "final": 0.5,
+    }
+    assert items["1"]["rouge_1"] == pytest.approx(2 / 3)
+    assert items["1"]["final"] == pytest.approx((1 + (2 / 3 + 0.75) / 3) / 2)
+
+
+def test_score_official_encoders_use_official_keys():
+    res = score(GOLDS, GOLDS, FixedSuite(official=True))
+    assert res["bertscore"] == 0.5 and res["bleurt"] == 0.25 and res["final_official"] is True
+    assert "bertscore_standin" not in res and "bleurt_proxy" not in res
+    assert res["exact_match"] == 1.0 and res["rouge_1"] == 1.0
+
+
+def test_score_with_no_reasons_at_all():
+    res = score({"1": '"사과를 먹었다."가 옳다'}, {"1": GOLDS["1"]}, FixedSuite())
+    assert res["n_reason_pairs"] == 0 and res["rouge_1"] == 0.0 and res["final"] == 0.5
+
+
+def test_ids_are_matched_not_positions():
+    flipped = dict(reversed(list(GOLDS.items())))
+    assert score(flipped, GOLDS, FixedSuite())["exact_match"] == 1.0
+    with pytest.raises(DataError) as err:
+        score({"1": GOLDS["1"], "9": "x", "8": "y"}, GOLDS, FixedSuite())
+    assert err.value.problems == [
+        "3 gold id(s) have no prediction: 2, 3, 4",
+        "2 predicted id(s) are not in the gold file: 9, 8",
+    ]
+
+
+def test_bad_encoder_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="BERTScore checkpoint folder not found"):
+        MetricSuite(bertscore_model=str(tmp_path))
+    with pytest.raises(DataError, match="BLEURT checkpoint folder not found"):
+        MetricSuite(bleurt_model=str(tmp_path / "nope"))
+
+
+# ---------------------------------------------------------------- learned metrics on real (small) encoders
+@pytest.fixture(scope="module")
+def suite():
+    return metrics.get_suite(device="cpu")
+
+
+REASONS = [
+    ("사과를 먹었다.", "사과를 먹는다."),
+    ("띄어쓰기는 단어 단위로 한다.", "단어는 띄어 쓴다."),
+    ("사과를 먹었다.", "사과를 먹는다."),  # duplicate pair
+    ("", "비어 있는 후보"),
+    ("전혀 관계없는 이야기이다.", "의존 명사는 띄어 쓴다."),
+]
+
+
+def test_standin_bertscore_equals_bert_score_package(suite):
+    import bert_score
+
+    from malpyeong_grpo.encoders import e5_checkpoint
+
+    preds, refs = map(list, zip(*REASONS, strict=True))
+    ours = suite.bertscore(preds, refs)
+    assert ours[0] == ours[2] and ours[3] == 0.0  # an empty side scores 0, as bert-score
+    keep = [i for i, p in enumerate(preds) if p]  # bert-score's own encoding of "" fails under transformers 5
+    _, _, f1 = bert_score.score(
+        [preds[i] for i in keep], [refs[i] for i in keep], model_type=str(e5_checkpoint()), num_layers=12
+    )
+    assert [ours[i] for i in keep] == pytest.approx(f1.tolist(), abs=1e-6)
+    assert suite.bertscore(["사과를 먹는다."], ["사과를 먹는다."])[0] == pytest.approx(1.0, abs=1e-6)
+    assert suite is metrics.get_suite(device="cpu")  # loaded once per process
+
+
+def test_bleurt_proxy_is_e5_cosine(suite):
+    import numpy as np
+
+    from malpyeong_grpo.encoders import embed
+
+    preds, refs = ["사과를 먹었다.", "주가가 폭락했다."], ["사과를 먹는다.", "사과를 먹는다."]
+    got = suite.bleurt(preds, refs)
+    vp, vr = embed(preds, "query"), embed(refs, "query")
+    assert got == pytest.approx(list(np.sum(vp * vr, axis=1)), abs=1e-6)
+    assert got[0] > got[1]
+    assert suite.encoders["bleurt"].label.startswith("bleurt-proxy:")
+
+
+def _tiny_bert(folder, layers=10):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *"가나다라마바사아자차카타파하",
+        "사과",
+        "##를",
+        "먹",
+        "##었다",
+    ]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast.from_pretrained(folder, do_lower_case=False, model_max_length=64)
+    assert tok.convert_tokens_to_ids("사과") == 19
+    tok.save_pretrained(folder)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+
+
+def test_official_bertscore_path_uses_layer_9(tmp_path):
+    """With a local checkpoint the suite is bert-score with num_layers=9 (a tiny random BERT stands in for
+    bert-base-multilingual-cased here)."""
+    import bert_score
+
+    _tiny_bert(tmp_path)
+    s = MetricSuite(bertscore_model=str(tmp_path), device="cpu")
+    assert s.encoders["bertscore"].official and s.encoders["bertscore"].name == "bert-base-multilingual-cased"
+    preds, refs = ["사과를 먹었다", "가나다", "라마 바사"], ["사과 먹었다", "가나 다라", "아자차"]
+    _, _, f9 = bert_score.score(preds, refs, model_type=str(tmp_path), num_layers=9, device="cpu")
+    _, _, f10 = bert_score.score(preds, refs, model_type=str(tmp_path), num_layers=10, device="cpu")
+    got = s.bertscore(preds, refs)
+    assert got == pytest.approx(f9.tolist(), abs=1e-6)
+    assert got != pytest.approx(f10.tolist(), abs=1e-6)
+
+
+def test_official_bleurt_path(tmp_path):
+    import torch
+    from test_encoders import BLEURT_CFG, _tiny_bleurt_state, _tiny_spm
+
+    from malpyeong_grpo.encoders import bleurt_scores, load_bleurt
+
+    sp = _tiny_spm(tmp_path)
+    cfg = dict(BLEURT_CFG, vocab_size=sp.get_piece_size())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    torch.save(_tiny_bleurt_state(cfg), tmp_path / "pytorch_model.bin")
+    s = MetricSuite(bleurt_model=str(tmp_path), device="cpu")
+    assert s.encoders["bleurt"].official and s.encoders["bleurt"].label == "bleurt: BLEURT-20"
+    preds, refs = ["the cat", "고양이", "the cat"], ["the mat", "고양이가 앉았다", "the mat"]
+    model, tok = load_bleurt(tmp_path)
+    assert s.bleurt(preds, refs) == pytest.approx(bleurt_scores(model, tok, refs, preds), abs=1e-6)
+
+
+# ---------------------------------------------------------------- the command
+def test_score_command_on_dev_against_itself(data_dir, tmp_path, capsys):
+    from malpyeong_grpo.cli import main
+
+    dev = str(split_path("dev", data_dir))
+    out = tmp_path / "scores.json"
+    assert main(["score", "--pred", dev, "--gold", dev, "--out", str(out), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "BERTScore stand-in" in captured.out and "BLEURT proxy" in captured.out
+    assert "bertscore-standin: multilingual-e5-small" in captured.out
+    assert "bleurt-proxy: cosine of multilingual-e5-small" in captured.out
+    assert "note: BERTScore: no local bert-base-multilingual-cased checkpoint" in captured.err
+    res = json.loads(out.read_text(encoding="utf-8"))
+    assert res["exact_match"] == 1.0 and res["rouge_1"] == 1.0
+    assert res["n_items"] == 127 and res["n_reason_pairs"] == 126  # dev item 685 has no reason after the split
+    assert res["bertscore"] is None and res["bertscore_standin"] == pytest.approx(1.0, abs=1e-5)
+    assert res["bleurt"] is None and res["bleurt_proxy"] == pytest.approx(1.0, abs=1e-5)
+    assert res["final_official"] is False and len(res["items"]) == 127
+    row = next(line for line in captured.out.splitlines() if "100.00" in line)
+    assert row.count("100.00") == 6  # final, descriptive avg, EM, BLEURT proxy, BERTScore stand-in, ROUGE-1
+
+
+def test_score_command_errors_are_one_line(data_dir, tmp_path, capsys):
+    from malpyeong_grpo.cli import main
+
+    dev = split_path("dev", data_dir)
+    rows = json.loads(dev.read_text(encoding="utf-8"))[:3]
+    rows[1]["output"] = {"answer": 5}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    assert main(["score", "--pred", str(bad), "--gold", str(dev)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}: item 1 (id '{rows[1]['id']}'): 'output.answer' must be a string, got int"]
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(json.loads(dev.read_text(encoding="utf-8"))[:2], ensure_ascii=False), encoding="utf-8")
+    assert main(["score", "--pred", str(short), "--gold", str(dev), "--out", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {short}: no prediction for 125 id(s) of {dev}: ")
+    assert not (tmp_path / "s.json").exists()
