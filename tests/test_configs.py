@@ -152,3 +152,30 @@ def test_help(verb, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: malpyeong-grpo {verb}")
     assert ("--freeze_embeddings" in out) == (verb != "demo")
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(verb, arguments) of every `train`/`sft` command in docs/training.md's bash blocks."""
+    import re
+    import shlex
+
+    text = (RECIPES.parent / "docs" / "training.md").read_text(encoding="utf-8")
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            for verb in ("train", "sft"):
+                for head in (f"malpyeong-grpo {verb} ", f"malpyeong_grpo.cli {verb} "):
+                    if head in line:
+                        out.append((verb, shlex.split(line.split(head, 1)[1], comments=True)))
+    return out
+
+
+def test_documented_commands_parse(monkeypatch):
+    import malpyeong_grpo.configs as configs
+
+    monkeypatch.chdir(RECIPES.parent)
+    monkeypatch.setattr(configs, "_check_extras", lambda *a: None)  # vLLM / bitsandbytes / GPU are not here
+    commands = documented_commands()
+    assert len(commands) >= 8
+    for verb, argv in commands:
+        parse_args([*argv, "--bf16", "false"], SFTConfig if verb == "sft" else GRPOConfig, "t")
