@@ -304,3 +304,16 @@ def test_adapter_alone_names_its_base_model(tiny_model_dir, data_dir, tmp_path, 
     bad = ["--model", str(tmp_path / "no-model"), *argv[2:5], str(tmp_path / "b.json"), "--num-shots", "0"]
     assert cli_main(["predict", *bad]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs", [{"num_beams": 3}, {"do_sample": True, "temperature": 0.7, "top_p": 0.9}])
+def test_beam_search_and_sampling(tiny, kwargs):
+    import torch
+
+    model, tok = tiny
+    torch.manual_seed(0)
+    out = generate_answers(model, tok, PROMPTS, max_new_tokens=5, batch_size=2, progress=False, **kwargs)
+    assert len(out) == len(PROMPTS) and all(isinstance(t, str) for t in out)
+    if "num_beams" in kwargs:  # deterministic: the order is restored as for greedy decoding
+        single = [generate_answers(model, tok, [p], max_new_tokens=5, progress=False, **kwargs)[0] for p in PROMPTS]
+        assert out == single
