@@ -192,7 +192,7 @@ def test_killed_predict_resumes_where_it_stopped(tiny_model_dir, data_dir, tmp_p
             data,
             out,
             "--limit",
-            "300",
+            "60",
             "--batch-size",
             "1",
             "--num-shots",
@@ -214,13 +214,13 @@ def test_killed_predict_resumes_where_it_stopped(tiny_model_dir, data_dir, tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = [r["id"] for r in read_jsonl(cache)]
-    assert 5 <= len(done) < 300 and not out.exists()
+    assert 5 <= len(done) < 60 and not out.exists()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert f"300 answers ({300 - len(done)} generated now in " in res.stdout and f", {len(done)} from" in res.stdout
+    assert f"60 answers ({60 - len(done)} generated now in " in res.stdout and f", {len(done)} from" in res.stdout
     ids = [r["id"] for r in read_jsonl(cache)]
-    assert len(ids) == 300 and len(set(ids)) == 300 and ids[: len(done)] == done
-    assert len(_check_submission(out, data, limit=300)) == 300
+    assert len(ids) == 60 and len(set(ids)) == 60 and ids[: len(done)] == done
+    assert len(_check_submission(out, data, limit=60)) == 60
 
 
 def test_changed_settings_refuse_the_cache_until_restart(tiny_model_dir, data_dir, tmp_path, capsys):
