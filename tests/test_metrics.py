@@ -197,17 +197,33 @@ def test_standin_bertscore_equals_bert_score_package(suite):
     assert suite is metrics.get_suite(device="cpu")  # loaded once per process
 
 
-def test_bleurt_proxy_is_e5_cosine(suite):
-    import numpy as np
+def test_bleurt_proxy_is_cosine_of_mean_pooled_e5(suite):
+    import torch
 
-    from malpyeong_grpo.encoders import embed
+    from malpyeong_grpo.encoders import load_e5
 
-    preds, refs = ["사과를 먹었다.", "주가가 폭락했다."], ["사과를 먹는다.", "사과를 먹는다."]
+    preds, refs = ["사과를 먹었다. ", "주가가 폭락했다.", " "], ["사과를 먹는다.", "사과를 먹는다.", "사과를 먹는다."]
     got = suite.bleurt(preds, refs)
-    vp, vr = embed(preds, "query"), embed(refs, "query")
-    assert got == pytest.approx(list(np.sum(vp * vr, axis=1)), abs=1e-6)
-    assert got[0] > got[1]
-    assert suite.encoders["bleurt"].label.startswith("bleurt-proxy:")
+    model, tok = load_e5()
+
+    def vec(text):
+        with torch.no_grad():
+            return model(**tok(text.strip(), return_tensors="pt")).last_hidden_state[0].mean(0)
+
+    for p, r, g in zip(preds[:2], refs[:2], got[:2], strict=True):
+        assert g == pytest.approx(float(torch.cosine_similarity(vec(p), vec(r), dim=0)), abs=1e-5)
+    assert got[0] > got[1] and got[2] == 0.0
+    assert suite.encoders["bleurt"].label == "bleurt-proxy: cosine of mean-pooled multilingual-e5-small embeddings"
+    assert suite.encoders["bleurt"].official is False
+
+
+def test_hostile_reasons_get_numbers(suite):
+    preds = ["이유\ud800입니다.", "\x00\x07 제어 문자", "가" * 3000, "   ", "English only reason."]
+    refs = ["이유입니다."] * len(preds)
+    for name in ("rouge1", "bertscore", "bleurt"):
+        vals = getattr(suite, name)(preds, refs)
+        assert len(vals) == len(preds) and all(isinstance(v, float) and -1.0 <= v <= 1.0 + 1e-6 for v in vals), name
+    assert suite.bertscore(preds[:1], refs[:1])[0] > 0.5  # the surrogate became U+FFFD, the rest still counts
 
 
 def _tiny_bert(folder, layers=10):
@@ -280,7 +296,7 @@ def test_score_command_on_dev_against_itself(data_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "BERTScore stand-in" in captured.out and "BLEURT proxy" in captured.out
     assert "bertscore-standin: multilingual-e5-small" in captured.out
-    assert "bleurt-proxy: cosine of multilingual-e5-small" in captured.out
+    assert "bleurt-proxy: cosine of mean-pooled multilingual-e5-small embeddings" in captured.out
     assert "note: BERTScore: no local bert-base-multilingual-cased checkpoint" in captured.err
     res = json.loads(out.read_text(encoding="utf-8"))
     assert res["exact_match"] == 1.0 and res["rouge_1"] == 1.0

@@ -5,8 +5,8 @@ non-empty, ROUGE-1 F (py-rouge, alpha 0.5, Mecab morphemes), BERTScore F1 (bert-
 no idf, no baseline rescaling) and BLEURT-20; final = (EM + mean(ROUGE-1, BERTScore, BLEURT)) / 2.
 
 The learned metrics need local checkpoints (option or environment variable). Without them the suite says so in one
-line and uses named stand-ins (BERTScore computed on multilingual-e5-small, the cosine of e5 sentence embeddings for
-BLEURT); their numbers are stored under ``bertscore_standin`` / ``bleurt_proxy``, never under the official keys.
+line and uses named stand-ins (BERTScore computed on multilingual-e5-small; for BLEURT the cosine of the mean-pooled
+e5 embeddings); their numbers are stored under ``bertscore_standin`` / ``bleurt_proxy``, never under the official keys.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ ENV_BLEURT = "MALPYEONG_BLEURT_MODEL"
 ROUGE_LENGTH_LIMIT = 1000  # words, applied before tokenisation (as the official py-rouge call)
 ROUGE_ALPHA = 0.5
 _NOT_ROUGE_CHAR = re.compile(r"[^A-Za-z0-9가-힣]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PRED_CACHE = 8192  # candidate-side entries kept per cache (gold sides are kept for the process)
 
 
@@ -108,13 +109,72 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (not encodable, tokenizers refuse them) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+class _TokenEncoder:
+    """bert-score's per-sentence (token embeddings, idf weights) of one model, encoding only texts not seen yet:
+    reference texts are kept for the process, candidate texts in a bounded cache."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: str, batch_size: int):
+        self.model, self.tokenizer, self.device, self.batch_size = model, tokenizer, device, batch_size
+        self.idf: dict[int, float] = defaultdict(lambda: 1.0)  # no idf: every token weighs 1, [CLS]/[SEP] 0
+        self.idf[tokenizer.sep_token_id] = 0
+        self.idf[tokenizer.cls_token_id] = 0
+        self.refs: dict[str, tuple[Any, Any]] = {}
+        self.preds = _LRU(_PRED_CACHE)
+
+    def _batches(self, texts: list[str], lengths: list[int]) -> list[list[str]]:
+        """Texts grouped by token length, longest first: at most ``batch_size`` per batch, padding under 25%."""
+        order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
+        batches: list[list[int]] = []
+        for i in order:
+            cur = batches[-1] if batches else []
+            total = sum(lengths[j] for j in cur) + lengths[i]
+            if cur and len(cur) < self.batch_size and lengths[cur[0]] * (len(cur) + 1) <= 1.25 * total:
+                cur.append(i)
+            else:
+                batches.append([i])
+        return [[texts[i] for i in batch] for batch in batches]
+
+    def encode(self, texts: Sequence[str], is_ref: bool) -> dict[str, tuple[Any, Any]]:
+        """``{text: (embeddings [n, d], idf [n])}`` for the distinct texts, new ones encoded in batches."""
+        found: dict[str, tuple[Any, Any]] = {}
+        for t in dict.fromkeys(texts):
+            hit = self.refs.get(t)
+            if hit is None:
+                hit = self.preds.get_or_none(t)
+            if hit is not None:
+                found[t] = hit
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        if todo:
+            from bert_score.utils import get_bert_embedding, sent_encode
+
+            clean = {_encodable(t): t for t in todo}  # the text the tokenizer sees -> the caller's text
+            texts_in = list(clean)
+            for batch in self._batches(texts_in, [len(sent_encode(self.tokenizer, t)) for t in texts_in]):
+                embs, masks, idf = get_bert_embedding(batch, self.model, self.tokenizer, self.idf, device=self.device)
+                for i, sen in enumerate(map(clean.get, batch)):
+                    n = int(masks[i].sum().item())
+                    found[sen] = (embs[i, :n].clone(), idf[i, :n].to(embs.device))  # clone: frees the batch
+        for t, val in found.items():
+            if is_ref:
+                self.refs[t] = val
+            elif t not in self.refs:
+                self.preds.put(t, val)
+        return found
+
+
 class MetricSuite:
     """ROUGE-1, BERTScore and BLEURT for lists of (prediction, reference) reasons, fast enough for rewards.
 
-    Encoders load once (on first use), every call encodes its texts in batches, references' token embeddings and
-    sentence embeddings are cached for the process, candidates' in a bounded cache, duplicate pairs are scored
-    once and morpheme analyses memoised. BERTScore follows the bert-score package (its ``sent_encode`` and
-    ``greedy_cos_idf``), so numbers equal ``bert_score.score(...)`` on the same model and layer.
+    Encoders load once (on first use), every call encodes its new texts in batches, references' token embeddings
+    are cached for the process, candidates' in a bounded cache, duplicate pairs are scored once, morpheme analyses
+    are memoised, and the BERTScore stand-in and the BLEURT proxy share one e5 forward pass per text. BERTScore
+    uses the bert-score package's own ``get_bert_embedding`` and ``greedy_cos_idf``, so its numbers are
+    ``bert_score.score(...)``'s on the same model and layer.
     """
 
     def __init__(
@@ -148,20 +208,20 @@ class MetricSuite:
             bl = EncoderInfo(BLEURT_OFFICIAL, path, True, f"bleurt: {BLEURT_OFFICIAL}")
         else:
             bl = EncoderInfo(
-                e5, str(encoders.e5_folder()), False, f"bleurt-proxy: cosine of {encoders.E5_NAME} sentence embeddings"
+                e5,
+                str(encoders.e5_folder()),
+                False,
+                f"bleurt-proxy: cosine of mean-pooled {encoders.E5_NAME} embeddings",
             )
             self.notes.append(
                 f"BLEURT: no local {BLEURT_OFFICIAL} checkpoint (--bleurt-model or ${ENV_BLEURT}); "
                 f"using the proxy {bl.label}"
             )
         self.encoders: dict[str, EncoderInfo] = {"bertscore": bs, "bleurt": bl}
-        self._bs: tuple[Any, Any, dict[int, float]] | None = None
+        self._bs: _TokenEncoder | None = None
+        self._e5: _TokenEncoder | None = None
         self._bl: tuple[Any, Any] | None = None
-        self._tok_cache: dict[str, tuple[Any, Any]] = {}  # reference text -> (token embeddings, idf weights)
-        self._tok_cache_pred: _LRU = _LRU(_PRED_CACHE)
-        self._sent_cache: dict[str, Any] = {}  # reference text -> e5 sentence embedding (BLEURT proxy)
-        self._sent_cache_pred: _LRU = _LRU(_PRED_CACHE)
-        self._pair_cache: _LRU = _LRU(4 * _PRED_CACHE)  # (metric, pred, ref) -> score (official BLEURT)
+        self._pair_cache: _LRU = _LRU(4 * _PRED_CACHE)  # (pred, ref) -> score (official BLEURT)
 
     # ---------------------------------------------------------- ROUGE-1
     def rouge1(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
@@ -169,67 +229,30 @@ class MetricSuite:
         return [rouge1_f(p, r) for p, r in zip(preds, refs, strict=True)]
 
     # ---------------------------------------------------------- BERTScore
-    def _bertscore_model(self) -> tuple[Any, Any, dict[int, float]]:
+    def _bs_encoder(self) -> _TokenEncoder:
+        """BERTScore's token encoder: layer 9 of the official checkpoint, or the e5 stand-in's last layer."""
         if self._bs is None:
-            from bert_score.utils import get_model, get_tokenizer
-
             info = self.encoders["bertscore"]
             if info.official:
+                from bert_score.utils import get_model, get_tokenizer
+
                 tokenizer = get_tokenizer(info.path, use_fast=False)
                 model = get_model(info.path, BERTSCORE_LAYER).to(self.device)
                 limit = getattr(model.config, "max_position_embeddings", 512)
                 tokenizer.model_max_length = min(tokenizer.model_max_length, limit)  # a missing limit reads 1e30
+                self._bs = _TokenEncoder(model, tokenizer, self.device, self.batch_size)
             else:
-                from .encoders import load_e5
-
-                model, tokenizer = load_e5(self.device)
-            idf: dict[int, float] = defaultdict(lambda: 1.0)  # no idf; [CLS]/[SEP] weigh 0, as bert-score
-            idf[tokenizer.sep_token_id] = 0
-            idf[tokenizer.cls_token_id] = 0
-            self._bs = (model, tokenizer, idf)
+                self._bs = self._e5_encoder()
         return self._bs
 
-    def _cached(self, texts: list[str], is_ref: bool, kind: str, compute: Any) -> list[Any]:
-        """Per-text values from the reference cache (kept for the process) or the bounded candidate cache;
-        ``compute(missing texts) -> values`` fills in the rest in one batched call."""
-        refs, preds = (
-            (self._tok_cache, self._tok_cache_pred) if kind == "tok" else (self._sent_cache, self._sent_cache_pred)
-        )
-        found: dict[str, Any] = {}
-        for t in dict.fromkeys(texts):
-            hit = refs.get(t) if t in refs else preds.get_or_none(t)
-            if hit is not None:
-                found[t] = hit
-                if is_ref:
-                    refs[t] = hit
-        todo = [t for t in dict.fromkeys(texts) if t not in found]
-        if todo:
-            for t, v in zip(todo, compute(todo), strict=True):
-                found[t] = v
-                if is_ref:
-                    refs[t] = v
-                else:
-                    preds.put(t, v)
-        return [found[t] for t in texts]
+    def _e5_encoder(self) -> _TokenEncoder:
+        """multilingual-e5-small's last-layer token embeddings (shared by the BERTScore stand-in and BLEURT proxy)."""
+        if self._e5 is None:
+            from .encoders import load_e5
 
-    def _token_embeddings(self, texts: list[str], is_ref: bool) -> list[tuple[Any, Any]]:
-        """bert-score's per-sentence (token embeddings, idf weights), encoding only the texts not cached."""
-        from bert_score.utils import get_bert_embedding
-
-        model, tokenizer, idf = self._bertscore_model()
-
-        def compute(todo: list[str]) -> list[tuple[Any, Any]]:
-            ordered = sorted(todo, key=lambda x: len(x.split(" ")), reverse=True)  # bert-score's batching order
-            out = {}
-            for start in range(0, len(ordered), self.batch_size):
-                batch = ordered[start : start + self.batch_size]
-                embs, masks, padded_idf = get_bert_embedding(batch, model, tokenizer, idf, device=self.device)
-                for i, sen in enumerate(batch):
-                    n = int(masks[i].sum().item())
-                    out[sen] = (embs[i, :n].clone(), padded_idf[i, :n].to(embs.device))  # clone: free the batch
-            return [out[t] for t in todo]
-
-        return self._cached(texts, is_ref, "tok", compute)
+            model, tokenizer = load_e5(self.device)
+            self._e5 = _TokenEncoder(model, tokenizer, self.device, self.batch_size)
+        return self._e5
 
     def bertscore(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
         """Per-pair BERTScore F1 (bert-score's greedy matching; no idf, no rescaling)."""
@@ -243,9 +266,9 @@ class MetricSuite:
         scores: dict[tuple[str, str], float] = dict.fromkeys(pairs, 0.0)
         if not unique:
             return [0.0] * len(pairs)
-        ref_stats = dict(zip([r for _, r in unique], self._token_embeddings([r for _, r in unique], True), strict=True))
-        pred_texts = list(dict.fromkeys(p for p, _ in unique))
-        pred_stats = dict(zip(pred_texts, self._token_embeddings(pred_texts, False), strict=True))
+        enc = self._bs_encoder()
+        ref_stats = enc.encode([r for _, r in unique], True)
+        pred_stats = enc.encode([p for p, _ in unique], False)
 
         def pad(stats: list[tuple[Any, Any]]) -> tuple[Any, Any, Any]:
             emb = pad_sequence([e for e, _ in stats], batch_first=True, padding_value=2.0)
@@ -264,35 +287,40 @@ class MetricSuite:
         return [scores[pair] for pair in pairs]
 
     # ---------------------------------------------------------- BLEURT
-    def _sentence_embeddings(self, texts: list[str], is_ref: bool) -> list[Any]:
-        """e5 sentence embeddings (``query:`` prefix) for the BLEURT proxy, encoding only the texts not cached."""
-        from .encoders import embed
-
-        def compute(todo: list[str]) -> list[Any]:
-            return list(embed(todo, "query", batch_size=self.batch_size, device=self.device))
-
-        return self._cached(texts, is_ref, "sent", compute)
-
     def bleurt(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
-        """Per-pair BLEURT-20 score with the official checkpoint, else the labelled e5-cosine proxy."""
+        """Per-pair BLEURT-20 score with the official checkpoint, else the labelled proxy: the cosine of the
+        mean-pooled e5 token embeddings of the two texts (the BERTScore stand-in's own forward pass, so a step
+        scored with both costs one encoding; 0 when a side is empty)."""
         pairs = list(zip(preds, refs, strict=True))
         unique = list(dict.fromkeys(pairs))
         if not self.encoders["bleurt"].official:
-            ref_vecs = self._sentence_embeddings([r for _, r in unique], True)
-            pred_vecs = self._sentence_embeddings([p for p, _ in unique], False)
-            scores = {pair: float(a @ b) for pair, a, b in zip(unique, pred_vecs, ref_vecs, strict=True)}
+            import torch
+
+            unique = [pair for pair in unique if pair[0].strip() and pair[1].strip()]
+            scores = dict.fromkeys(pairs, 0.0)
+            if unique:
+                enc = self._e5_encoder()
+                ref_stats = enc.encode([r for _, r in unique], True)
+                pred_stats = enc.encode([p for p, _ in unique], False)
+                with torch.no_grad():
+                    for p, r in unique:
+                        a, b = pred_stats[p][0].mean(0), ref_stats[r][0].mean(0)
+                        scores[(p, r)] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
             return [scores[pair] for pair in pairs]
         from .encoders import bleurt_scores, load_bleurt
 
         if self._bl is None:
             self._bl = load_bleurt(self.encoders["bleurt"].path, self.device)
-        todo = [pair for pair in unique if self._pair_cache.get_or_none(("bleurt", *pair)) is None]
+        found = {pair: self._pair_cache.get_or_none(pair) for pair in unique}
+        todo = [pair for pair, val in found.items() if val is None]
         if todo:
             model, tok = self._bl
-            vals = bleurt_scores(model, tok, [r for _, r in todo], [p for p, _ in todo], self.batch_size)
+            refs_in, preds_in = [_encodable(r) for _, r in todo], [_encodable(p) for p, _ in todo]
+            vals = bleurt_scores(model, tok, refs_in, preds_in, self.batch_size)
             for pair, val in zip(todo, vals, strict=True):
-                self._pair_cache.put(("bleurt", *pair), val)
-        return [self._pair_cache.get_or_none(("bleurt", *pair)) for pair in pairs]
+                found[pair] = val
+                self._pair_cache.put(pair, val)
+        return [found[pair] for pair in pairs]
 
 
 def _default_device() -> str:
@@ -446,7 +474,9 @@ def score_command(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars between the note and the table
     gold_items = load_items(args.gold, require_answer=True)
     pred_items = load_items(args.pred, require_answer=True)
     gold_ids = {it.id for it in gold_items}
@@ -459,22 +489,21 @@ def score_command(argv: list[str]) -> int:
     if problems:
         raise DataError(problems)
     suite = get_suite(args.bertscore_model, args.bleurt_model, args.device, args.batch_size)
-    err = Console(stderr=True)
     for note in suite.notes:
-        err.print(f"note: {note}", highlight=False)
+        print(f"note: {note}", file=sys.stderr)
     result = score(
         {it.id: it.answer for it in pred_items}, {it.id: it.answer for it in gold_items}, suite, per_item=True
     )
     out = Console() if sys.stdout.isatty() else Console(width=120)  # piped: wide enough for the headers
     out.print(render_table(result))
     for name, info in result["encoders"].items():
-        out.print(f"{name}: {info['label']} ({info['path']})", highlight=False, markup=False)
+        out.print(f"{name}: {info['label']} ({info['path']})", highlight=False, markup=False, soft_wrap=True)
     if not result["final_official"]:
-        out.print("* computed with stand-in encoders: not the official metric / final score", highlight=False)
+        out.print("* computed with stand-in encoders: not the official metric / final score", soft_wrap=True)
     summary = {k: v for k, v in result.items() if k != "items"}
     if args.out:
         write_json(args.out, result)
-        out.print(f"scores written to {args.out}", highlight=False)
+        out.print(f"scores written to {args.out}", highlight=False, soft_wrap=True)
     else:
         import json
 
