@@ -1,6 +1,8 @@
 """Several processes: `malpyeong-grpo train` under `accelerate launch` with two CPU processes (gloo), both ranks end
 with the same parameters as the saved checkpoint, and a two-process run killed with SIGKILL resumes from its last
-checkpoint to exactly the parameters and rewards of an uninterrupted run.
+checkpoint to exactly the parameters and rewards of an uninterrupted run. Also: `--resume_from_checkpoint last`
+passes over a checkpoint torn by a kill, the package writes result files atomically, and the launch commands of
+docs/scale-out.md parse.
 
 This file is also the worker that the launcher starts on each rank (``python tests/test_distributed.py ...``): it runs
 the real `train` command, with a probe added through the seams the code offers (a reward registered in
