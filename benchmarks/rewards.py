@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bertscore-model", default=None)
     ap.add_argument("--bleurt-model", default=None)
+    ap.add_argument(
+        "--threads", type=int, help="torch CPU threads for both ways (default: each its own: suite 1 on CPU, torch's)"
+    )
     ap.add_argument("--tol", type=float, default=1e-5, help="largest accepted difference of the learned metrics")
     ap.add_argument("--out", help="write the measurements to this JSON file")
     args = ap.parse_args(argv)
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     from malpyeong_grpo.data import load_items, split_path
     from malpyeong_grpo.metrics import MetricSuite
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the same for both ways
     _e5_path()  # convert once, outside both timings
     golds = [it.answer for it in load_items(split_path("train", args.data_dir), require_answer=True)]
     steps = build_completions(golds, args.steps, args.generations, args.seed)
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     t0, c0 = time.perf_counter(), time.process_time()
-    suite = MetricSuite(args.bertscore_model, args.bleurt_model, args.device)
+    suite = MetricSuite(args.bertscore_model, args.bleurt_model, args.device, threads=args.threads)
     fast = []
     for preds, refs in pairs:
         fast.append({"rouge1": suite.rouge1(preds, refs), "bertscore": suite.bertscore(preds, refs),
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_diff": diffs,
         "identical": ok,
         "torch_threads": torch.get_num_threads(),
+        "suite_threads": suite.threads,
     }
     print(json.dumps(result, indent=2, ensure_ascii=False))
     print(

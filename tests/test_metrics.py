@@ -158,6 +158,20 @@ def test_ids_are_matched_not_positions():
     ]
 
 
+def test_threads_option_is_scoped(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    with metrics._torch_threads(1):
+        seen.append(torch.get_num_threads())
+    assert seen == [1] and torch.get_num_threads() == before
+    monkeypatch.setenv("MALPYEONG_METRIC_THREADS", "1")
+    assert MetricSuite().threads == 1 and MetricSuite(threads=3).threads == 3
+    monkeypatch.delenv("MALPYEONG_METRIC_THREADS")
+    assert MetricSuite(device="cpu").threads == 1 and MetricSuite(device="cuda").threads is None
+
+
 def test_bad_encoder_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="BERTScore checkpoint folder not found"):
         MetricSuite(bertscore_model=str(tmp_path))

@@ -12,11 +12,12 @@ e5 embeddings); their numbers are stored under ``bertscore_standin`` / ``bleurt_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +31,7 @@ BERTSCORE_LAYER = 9
 BLEURT_OFFICIAL = "BLEURT-20"
 ENV_BERTSCORE = "MALPYEONG_BERTSCORE_MODEL"
 ENV_BLEURT = "MALPYEONG_BLEURT_MODEL"
+ENV_THREADS = "MALPYEONG_METRIC_THREADS"
 ROUGE_LENGTH_LIMIT = 1000  # words, applied before tokenisation (as the official py-rouge call)
 ROUGE_ALPHA = 0.5
 _NOT_ROUGE_CHAR = re.compile(r"[^A-Za-z0-9가-힣]")
@@ -109,6 +111,22 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (unchanged when None), then restore the previous number."""
+    if not n:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _encodable(text: str) -> str:
     """``text`` with lone surrogates (not encodable, tokenizers refuse them) replaced by U+FFFD."""
     return _SURROGATE.sub("\ufffd", text)
@@ -118,8 +136,9 @@ class _TokenEncoder:
     """bert-score's per-sentence (token embeddings, idf weights) of one model, encoding only texts not seen yet:
     reference texts are kept for the process, candidate texts in a bounded cache."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: str, batch_size: int):
+    def __init__(self, model: Any, tokenizer: Any, device: str, batch_size: int, threads: int | None = None):
         self.model, self.tokenizer, self.device, self.batch_size = model, tokenizer, device, batch_size
+        self.threads = threads
         self.idf: dict[int, float] = defaultdict(lambda: 1.0)  # no idf: every token weighs 1, [CLS]/[SEP] 0
         self.idf[tokenizer.sep_token_id] = 0
         self.idf[tokenizer.cls_token_id] = 0
@@ -155,7 +174,10 @@ class _TokenEncoder:
             clean = {_encodable(t): t for t in todo}  # the text the tokenizer sees -> the caller's text
             texts_in = list(clean)
             for batch in self._batches(texts_in, [len(sent_encode(self.tokenizer, t)) for t in texts_in]):
-                embs, masks, idf = get_bert_embedding(batch, self.model, self.tokenizer, self.idf, device=self.device)
+                with _torch_threads(self.threads):
+                    embs, masks, idf = get_bert_embedding(
+                        batch, self.model, self.tokenizer, self.idf, device=self.device
+                    )
                 for i, sen in enumerate(map(clean.get, batch)):
                     n = int(masks[i].sum().item())
                     found[sen] = (embs[i, :n].clone(), idf[i, :n].to(embs.device))  # clone: frees the batch
@@ -183,11 +205,16 @@ class MetricSuite:
         bleurt_model: str | None = None,
         device: str | None = None,
         batch_size: int = 64,
+        threads: int | None = None,
     ):
         from . import encoders
 
         self.device = device or _default_device()
         self.batch_size = batch_size
+        env_threads = os.environ.get(ENV_THREADS, "").strip()
+        self.threads = threads or (int(env_threads) if env_threads.isdigit() else None)
+        if self.threads is None and self.device == "cpu":
+            self.threads = 1  # small per-step batches: one thread is as fast idle, far faster on a busy CPU
         self.notes: list[str] = []
         bertscore_model = bertscore_model or os.environ.get(ENV_BERTSCORE) or None
         bleurt_model = bleurt_model or os.environ.get(ENV_BLEURT) or None
@@ -240,7 +267,7 @@ class MetricSuite:
                 model = get_model(info.path, BERTSCORE_LAYER).to(self.device)
                 limit = getattr(model.config, "max_position_embeddings", 512)
                 tokenizer.model_max_length = min(tokenizer.model_max_length, limit)  # a missing limit reads 1e30
-                self._bs = _TokenEncoder(model, tokenizer, self.device, self.batch_size)
+                self._bs = _TokenEncoder(model, tokenizer, self.device, self.batch_size, self.threads)
             else:
                 self._bs = self._e5_encoder()
         return self._bs
@@ -251,7 +278,7 @@ class MetricSuite:
             from .encoders import load_e5
 
             model, tokenizer = load_e5(self.device)
-            self._e5 = _TokenEncoder(model, tokenizer, self.device, self.batch_size)
+            self._e5 = _TokenEncoder(model, tokenizer, self.device, self.batch_size, self.threads)
         return self._e5
 
     def bertscore(self, preds: Sequence[str], refs: Sequence[str]) -> list[float]:
@@ -316,7 +343,8 @@ class MetricSuite:
         if todo:
             model, tok = self._bl
             refs_in, preds_in = [_encodable(r) for _, r in todo], [_encodable(p) for p, _ in todo]
-            vals = bleurt_scores(model, tok, refs_in, preds_in, self.batch_size)
+            with _torch_threads(self.threads):
+                vals = bleurt_scores(model, tok, refs_in, preds_in, self.batch_size)
             for pair, val in zip(todo, vals, strict=True):
                 found[pair] = val
                 self._pair_cache.put(pair, val)
@@ -333,14 +361,20 @@ _SUITES: dict[tuple[Any, ...], MetricSuite] = {}
 
 
 def get_suite(
-    bertscore_model: str | None = None, bleurt_model: str | None = None, device: str | None = None, batch_size: int = 64
+    bertscore_model: str | None = None,
+    bleurt_model: str | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    threads: int | None = None,
 ) -> MetricSuite:
     """The process-wide suite for these settings (environment variables resolved first): encoders load once."""
+    env_threads = os.environ.get(ENV_THREADS, "").strip()
     key = (
         bertscore_model or os.environ.get(ENV_BERTSCORE) or None,
         bleurt_model or os.environ.get(ENV_BLEURT) or None,
         device or _default_device(),
         batch_size,
+        threads or (int(env_threads) if env_threads.isdigit() else None),
     )
     if key not in _SUITES:
         _SUITES[key] = MetricSuite(*key)
@@ -472,6 +506,9 @@ def score_command(argv: list[str]) -> int:
     parser.add_argument("--bleurt-model", help=f"local {BLEURT_OFFICIAL} folder (or ${ENV_BLEURT})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--threads", type=int, help=f"torch CPU threads for the encoders (default: 1 on CPU; or ${ENV_THREADS})"
+    )
     args = parser.parse_args(argv)
     from rich.console import Console
     from transformers.utils import logging as hf_logging
@@ -488,7 +525,7 @@ def score_command(argv: list[str]) -> int:
     problems += [f"{args.pred}: {len(extra)} id(s) are not in {args.gold}: {_id_list(extra)}"] * bool(extra)
     if problems:
         raise DataError(problems)
-    suite = get_suite(args.bertscore_model, args.bleurt_model, args.device, args.batch_size)
+    suite = get_suite(args.bertscore_model, args.bleurt_model, args.device, args.batch_size, args.threads)
     for note in suite.notes:
         print(f"note: {note}", file=sys.stderr)
     result = score(
