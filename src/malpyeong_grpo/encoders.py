@@ -435,7 +435,9 @@ def _read_state_dict(folder: Path) -> dict[str, Any]:
 class SentencePiecePairTokenizer:
     """BLEURT-20's tokenization: SentencePiece ids of each text (``spm.model``, no lower-casing), packed as
     ``[CLS] reference [SEP] candidate [SEP]`` with segment ids 0/1, longest-first truncation and right padding.
-    The reference implementation gets the same ids through DeBERTa-v2's SentencePiece tokenizer."""
+    The reference implementation reads ``spm.model`` through DeBERTa-v2's SentencePiece tokenizer (no punctuation
+    split, no lower-casing), which encodes plain text the same way; transformers 5 cannot read ``spm.model``
+    without protobuf, hence this direct reader. (Not checked against the official files, which are not here.)"""
 
     def __init__(self, spm_file: str | os.PathLike[str], model_max_length: int = 512):
         import sentencepiece as spm
