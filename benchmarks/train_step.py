@@ -187,7 +187,9 @@ def worker(args: argparse.Namespace) -> dict:
         "train_wall_s": round(wall, 2),
         **prof.summary(skip=0 if args.learning else args.warmup),
         "steps_s": [r.seconds for r in prof.records],
+        "steps_cpu_s": [r.cpu_seconds for r in prof.records],
         "step_phases": [r.phases for r in prof.records],
+        "step_peak_rss_gb": [r.peak_rss_gb for r in prof.records],
         "rewards": [h["reward"] for h in logs],
         "completion_mean_length": [h.get("completions/mean_length") for h in logs],
     }

@@ -41,6 +41,8 @@ class StepRecord:
     step: int
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # process CPU time (all threads): less sensitive than wall time to other load
+    peak_rss_gb: dict[str, float] = field(default_factory=dict)  # process peak RSS when each phase ended
 
 
 class StepProfiler(TrainerCallback):
@@ -49,7 +51,9 @@ class StepProfiler(TrainerCallback):
     def __init__(self) -> None:
         self.records: list[StepRecord] = []
         self._acc: dict[str, float] = defaultdict(float)
+        self._rss: dict[str, float] = {}
         self._t0 = 0.0
+        self._c0 = 0.0
         self._t_opt = 0.0
 
     def attach(self, trainer: Any) -> StepProfiler:
@@ -72,24 +76,30 @@ class StepProfiler(TrainerCallback):
                 return fn(*args, **kwargs)
             finally:
                 self._acc[phase] += time.perf_counter() - t
+                self._rss[phase] = peak_rss_gb()
 
         setattr(obj, name, timed)
 
     def on_step_begin(self, args, state, control, **kwargs):  # noqa: D102
         self._acc.clear()
+        self._rss = {}
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):  # noqa: D102
         self._t_opt = time.perf_counter()
 
     def on_optimizer_step(self, args, state, control, **kwargs):  # noqa: D102
         self._acc["optimizer"] += time.perf_counter() - self._t_opt
+        self._rss["optimizer"] = peak_rss_gb()
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
         total = time.perf_counter() - self._t0
         phases = {p: round(self._acc.get(p, 0.0), 3) for p in PHASES}
         phases["other"] = round(total - sum(phases.values()), 3)
-        self.records.append(StepRecord(state.global_step, round(total, 3), phases))
+        cpu = round(time.process_time() - self._c0, 3)
+        rss = {p: round(v, 3) for p, v in self._rss.items()}
+        self.records.append(StepRecord(state.global_step, round(total, 3), phases, cpu, rss))
 
     def summary(self, skip: int = 1) -> dict[str, Any]:
         """Median seconds per step and per phase over the steps after the first ``skip`` (warm-up) steps."""
@@ -99,6 +109,7 @@ class StepProfiler(TrainerCallback):
         return {
             "steps": len(recs),
             "median_s_per_step": round(statistics.median(r.seconds for r in recs), 3),
+            "median_cpu_s_per_step": round(statistics.median(r.cpu_seconds for r in recs), 3),
             "phases": {p: round(statistics.median(r.phases[p] for r in recs), 3) for p in (*PHASES, "other")},
             "peak_rss_gb": round(peak_rss_gb(), 3),
         }
