@@ -306,6 +306,13 @@ def test_speed_switches_are_wired(tiny_model_dir, tmp_path, monkeypatch):
         from malpyeong_grpo import speed
 
         speed.completion_only_logits(False)
-    args.completion_only_logits = False
-    train.apply_model_speedups(args, train.load_policy(margs, targs, args)[0], None, margs)
+    for name in (
+        "completion_only_logits",
+        "share_prompt_prefix",
+        "share_prefill",
+        "stop_at_markers",
+        "bf16_generation",
+    ):
+        setattr(args, name, False)
+    train.apply_model_speedups(args, *train.load_policy(margs, targs, args), margs)
     assert not hasattr(tu._use_triton, "_original")  # switched off again by the next run
