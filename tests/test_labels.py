@@ -162,12 +162,16 @@ def test_retrieval_metrics():
 def test_retrieval_report_with_tiny_model(data_dir, tiny_model_dir, tmp_path):
     out = tmp_path / "rep"
     argv = ["retrieval-report", "--rules", str(data_dir / "reference_rules.docx"), "--data-dir", str(data_dir)]
-    argv += ["--methods", "bm25", "--ablation-method", "bm25", "--ablation-items", "2", "--model", str(tiny_model_dir)]
+    argv += ["--methods", "bm25,learned", "--ablation-method", "bm25", "--ablation-items", "2"]
+    argv += ["--model", str(tiny_model_dir)]
     argv += ["--max-new-tokens", "4", "--num-shots", "0", "--out-dir", str(out)]
     assert main(argv) == 0
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert set(rep["retrieval"]) == {"bm25 / rules", "bm25 / rules + train examples"}
+    names = {"bm25 / rules", "bm25 / rules + train examples", "learned / rules + train examples"}
+    assert set(rep["retrieval"]) == names
     assert rep["retrieval"]["bm25 / rules"]["lexical"]["n_items"] == 127
+    assert all(0 <= m["lexical"]["recall@10"] <= m["lexical"]["recall@30"] <= 1 for m in rep["retrieval"].values())
+    assert "| R@30 | MRR@30 |" in (out / "report.md").read_text(encoding="utf-8")
     conds = rep["ablation"]["conditions"]
     assert len(conds) == 3 and all(c["n_items"] == 2 and 0 <= c["final"] <= 1 for c in conds.values())
     assert "| no context |" in (out / "report.md").read_text(encoding="utf-8")

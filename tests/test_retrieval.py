@@ -14,6 +14,7 @@ from malpyeong_grpo.retrieval import (
     BM25Retriever,
     DenseRetriever,
     HybridRetriever,
+    LearnedRetriever,
     Passage,
     build_contexts,
     build_query,
@@ -108,6 +109,97 @@ def test_examples_make_similar_questions_find_their_rule():
     assert r.search([build_query(query)], 1)[0][0][0] == "R외래"
     rows = retrieve(train, RULES, "bm25", 4, exs)  # an item never finds itself
     assert rows[0]["id"] == "t1" and len(rows[0]["rule_ids"]) <= 4
+
+
+# rules whose text shares no word with the questions: only the labelled items tell which rule a question rests on
+OPAQUE_RULES = [
+    _rule("R가", "첫째 규정 문장이다."),
+    _rule("R나", "둘째 규정 문장이다."),
+    _rule("R다", "셋째 규정 문장이다."),
+]
+FILLER = ["사과", "포도", "딸기", "수박", "참외", "자두"]
+TRAFFIC = "기차 버스 택시 비행기 자전거"
+
+
+def _learned_train() -> tuple[list[Item], dict[str, str]]:
+    """'{되어/돼}' questions rest on R가, '{않/안}' questions (all about trains and buses) on R나, and one
+    '{쨔/쟈}' question alone on R다."""
+    items, labels = [], {}
+    for n, word in enumerate(FILLER):
+        items.append(_item(f"a{n}", f'"{word} {{되어/돼}} {word}" 가운데 올바른 것을 선택하고', answer="x"))
+        labels[f"a{n}"] = "R가"
+        items.append(_item(f"b{n}", f'"{TRAFFIC} {word} {{않/안}}" 가운데 올바른 것을 선택하고', answer="x"))
+        labels[f"b{n}"] = "R나"
+    items.append(_item("u1", '"하늘 {쨔/쟈} 구름" 가운데 올바른 것을 선택하고', answer="x"))
+    labels["u1"] = "R다"
+    return items, labels
+
+
+def test_learned_retriever_learns_what_bm25_cannot_find():
+    train, labels = _learned_train()
+    exs = example_passages(train, labels)
+    # all about vehicles, like the R나 questions, but its options differ as in the R가 questions
+    query = _item("d1", f'"{TRAFFIC} {{되어/돼}}" 가운데 올바른 것을 선택하고')
+    assert set(make_retriever("bm25", OPAQUE_RULES).score_items([query])[0].values()) == {0.0}  # no rule matches
+    learned = LearnedRetriever(OPAQUE_RULES, exs)
+    assert learned.classifier_ranks([query])[0][0] == "R가"
+    rows = retrieve([query], OPAQUE_RULES, "learned", 3, exs)
+    assert rows[0]["rule_ids"][0] == "R가" and len(rows[0]["rule_ids"]) == 3
+    assert rows[0]["scores"] == sorted(rows[0]["scores"], reverse=True)
+    assert retrieve([query], OPAQUE_RULES, "learned", 3, exs) == rows  # deterministic
+
+
+def test_learned_retriever_cross_fits_so_an_item_never_sees_its_own_label():
+    train, labels = _learned_train()
+    exs = example_passages(train, labels)
+    twin = _item("d2", train[-1].question)  # the same question as u1, not a training item
+    learned = LearnedRetriever(OPAQUE_RULES, exs)
+    assert learned.score_items([twin])[0]  # scores every rule
+    assert _top1(learned, twin) == "R다"  # learnable from u1 ...
+    assert _top1(learned, train[-1]) != "R다"  # ... but u1 is ranked by a classifier that never saw it
+    assert "R다" not in learned.classifier_ranks([train[-1]])[0]
+    rows = {r["id"]: r["rule_ids"][0] for r in retrieve(train, OPAQUE_RULES, "learned", 3, exs)}
+    assert rows["u1"] != "R다" and sum(rows[f"a{n}"] == "R가" for n in range(len(FILLER))) >= 5
+
+
+def _top1(retriever, item):
+    scores = retriever.score_items([item])[0]
+    return max(sorted(scores), key=lambda d: scores[d])
+
+
+def test_learned_retriever_needs_labelled_examples(tmp_path, capsys):
+    with pytest.raises(DataError, match="needs labelled training examples"):
+        make_retriever("learned", RULES)
+    with pytest.raises(DataError, match="needs labelled training examples"):
+        retrieve([_item("q", '"꽃마저" 가운데')], RULES, "learned", 2, [Passage("R조사", "꽃마저")])
+    with pytest.raises(NotImplementedError):
+        LearnedRetriever(OPAQUE_RULES, example_passages(*_learned_train())).scores(["꽃"])
+    rules_path = tmp_path / "rules.jsonl"
+    write_rules(RULES, rules_path)
+    data = tmp_path / "d.json"
+    write_items(data, [_item("a", '"9월 15일{~/-}9월 25일" 가운데 올바른 것을 선택하고')])
+    argv = ["retrieve", "--rules", str(rules_path), "--data", str(data), "--method", "learned"]
+    assert main([*argv, "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "error: --method learned needs --examples and --example-labels" in err and len(err.splitlines()) == 1
+
+
+def test_learned_retrieve_command(tmp_path):
+    rules_path = tmp_path / "rules.jsonl"
+    write_rules(OPAQUE_RULES, rules_path)
+    train, labels = _learned_train()
+    train_path, dev_path, labels_path = tmp_path / "t.json", tmp_path / "d.json", tmp_path / "l.jsonl"
+    write_items(train_path, train)
+    write_items(dev_path, [_item("d1", f'"{TRAFFIC} {{되어/돼}}" 가운데 올바른 것을 선택하고')])
+    labels_path.write_text(
+        "".join(json.dumps({"id": i, "rule_id": r}) + "\n" for i, r in labels.items()), encoding="utf-8"
+    )
+    out = tmp_path / "out.jsonl"
+    argv = ["retrieve", "--rules", str(rules_path), "--data", str(dev_path), "--method", "learned", "--k", "2"]
+    argv += ["--examples", str(train_path), "--example-labels", str(labels_path), "--out", str(out)]
+    assert main(argv) == 0
+    row = json.loads(out.read_text(encoding="utf-8"))
+    assert row["id"] == "d1" and row["rule_ids"][0] == "R가" and len(row["rule_ids"]) == 2
 
 
 def test_unknown_method():

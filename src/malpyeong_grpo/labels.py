@@ -448,9 +448,14 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     ]
 
 
+REPORT_K = 30  # rules retrieved per dev item in the report: Recall@1/5/10/30 and MRR over the top 30
+REPORT_KS = (1, 5, 10, 30)
+
+
 def report_command(argv: list[str]) -> int:
-    """``malpyeong-grpo retrieval-report``: Recall@1/5/10 and MRR of each retriever on dev against the lexical (and
-    PPL) labels, and the dev ablation of final scores with no context, retrieved context and the gold rule."""
+    """``malpyeong-grpo retrieval-report``: Recall@1/5/10/30 and MRR (over the top 30) of each retriever on dev
+    against the lexical (and PPL) labels (``learned`` only with the training examples it learns from), and the dev
+    ablation of final scores with no context, retrieved context and the gold rule."""
     import datetime as dt
     import platform
 
@@ -502,14 +507,16 @@ def report_command(argv: list[str]) -> int:
     retrieved_by: dict[str, dict[str, list[str]]] = {}
     for method in methods:
         for variant, exs in (("rules", []), ("rules + train examples", examples)):
+            if method == "learned" and not exs:
+                continue  # the learned retriever learns from the labelled training examples
             name = f"{method} / {variant}"
             print(f"retrieval: {name}", file=sys.stderr)
-            rows = retrieve(dev, rules, method, 10, exs, embed)
+            rows = retrieve(dev, rules, method, REPORT_K, exs, embed)
             got = {r["id"]: r["rule_ids"] for r in rows}
             retrieved_by[name] = got
             slug = f"{method}{'_examples' if exs else ''}"
             _write_rows(out_dir / f"retrieved_dev_{slug}.jsonl", rows)
-            retrieval[name] = {lab: retrieval_metrics(got, ls) for lab, ls in label_sets.items()}
+            retrieval[name] = {lab: retrieval_metrics(got, ls, REPORT_KS) for lab, ls in label_sets.items()}
     report: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os_cpus()} CPU cores, no GPU" if not _cuda() else "GPU",
@@ -529,7 +536,8 @@ def report_command(argv: list[str]) -> int:
         args.oracle_labels = oracle
         ctx = retrieved_by.get(f"{args.ablation_method} / rules + train examples")
         if ctx is None:
-            ctx = {r["id"]: r["rule_ids"] for r in retrieve(dev, rules, args.ablation_method, 10, examples, embed)}
+            rows = retrieve(dev, rules, args.ablation_method, REPORT_K, examples, embed)
+            ctx = {r["id"]: r["rule_ids"] for r in rows}
         report["ablation"] = _ablation(args, rules, dev, train, ctx, out_dir)
     write_json(out_dir / "report.json", report)
     (out_dir / "report.md").write_text("\n".join(_markdown(report)) + "\n", encoding="utf-8")
@@ -566,11 +574,10 @@ def _markdown(report: dict[str, Any]) -> list[str]:
         rows = []
         for name, res in report["retrieval"].items():
             m = res.get(lab, {})
-            rows.append(
-                [name, m.get("n_items", 0), *(m.get(k, "") for k in ("recall@1", "recall@5", "recall@10", "mrr"))]
-            )
+            rows.append([name, m.get("n_items", 0), *(m.get(f"recall@{k}", "") for k in REPORT_KS), m.get("mrr", "")])
         lines += [f"Against the {lab} labels:", ""]
-        lines += _md_table(["retriever", "items", "R@1", "R@5", "R@10", "MRR"], rows) + [""]
+        head = ["retriever", "items", *(f"R@{k}" for k in REPORT_KS), f"MRR@{REPORT_K}"]
+        lines += _md_table(head, rows) + [""]
     abl = report.get("ablation")
     if abl:
         lines += [f"## Context ablation (first {abl['n_items']} dev items, same model)", ""]

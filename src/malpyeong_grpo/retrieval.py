@@ -4,6 +4,7 @@ Each rule is indexed as several short passages (each statement line, each statem
 rule) and scores the best of its passages; labelled training items can be added as passages of their gold rule
 (``examples``), which turns retrieval into nearest-neighbour search over solved questions as well. BM25 (bm25s)
 runs over Mecab morphemes, dense retrieval over ``encoders.embed`` vectors, hybrid fuses both by reciprocal rank.
+``learned`` trains a question -> rule classifier on the labelled items and fuses its ranking with BM25's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,15 @@ import numpy as np
 from .data import DataError, Item, atomic_write_text, load_items, read_jsonl
 from .rules import Rule, format_rule, load_rules
 
-METHODS = ("bm25", "dense", "hybrid")
+METHODS = ("bm25", "dense", "hybrid", "learned")
 RRF_K = 60
+# learned: logistic regression's inverse regularisation, cross-fitting folds, and the rank fusion (rank counted
+# from 0): weight / (LEARNED_RRF_K + rank) for the classifier, BM25 over rules + examples, BM25 over rules only.
+# Chosen on a 125-item hold-out of the training split (docs/rag.md), never on dev.
+LEARNED_C = 30.0
+LEARNED_FOLDS = 5
+LEARNED_RRF_K = 10
+LEARNED_WEIGHTS = (2.0, 1.0, 0.5)
 SPACING_HINT = "띄어쓰기: 띄어 쓴다 붙여 쓴다"
 
 # ---------------------------------------------------------------------------------------------------------- queries
@@ -182,12 +190,14 @@ def morphemes(text: str) -> list[str]:
 @dataclass(frozen=True)
 class Passage:
     """A searchable text standing for a document (a rule); ``origin`` names the item it came from, if any;
-    ``kind`` is how an encoder embeds it ('passage' for rule text, 'query' for questions: e5's symmetric use)."""
+    ``kind`` is how an encoder embeds it ('passage' for rule text, 'query' for questions: e5's symmetric use);
+    ``item`` is the labelled item itself for example passages (the learned retriever trains on it)."""
 
     doc_id: str
     text: str
     origin: str | None = None
     kind: str = "passage"
+    item: Item | None = field(default=None, compare=False, repr=False)
 
 
 def rule_passages(rules: Sequence[Rule]) -> list[Passage]:
@@ -213,7 +223,7 @@ def example_passages(items: Sequence[Item], labels: dict[str, str]) -> list[Pass
     for it in items:
         rid = labels.get(it.id)
         if rid:
-            out.append(Passage(rid, build_query(it), origin=it.id, kind="query"))
+            out.append(Passage(rid, build_query(it), origin=it.id, kind="query", item=it))
     return out
 
 
@@ -245,6 +255,10 @@ class Retriever:
         self, queries: Sequence[str], k: int, exclude: Sequence[str | None] | None = None
     ) -> list[list[tuple[str, float]]]:
         return [_top(s, k) for s in self.scores(queries, exclude)]
+
+    def score_items(self, items: Sequence[Item]) -> list[dict[str, float]]:
+        """Scores for items (their ``build_query``), each leaving its own example passages out."""
+        return self.scores([build_query(it) for it in items], [it.id for it in items])
 
 
 class BM25Retriever(Retriever):
@@ -323,14 +337,172 @@ class HybridRetriever(Retriever):
         return fused
 
 
+# --------------------------------------------------------------------------------------------- learned retriever
+
+
+def _jamo(text: str) -> str:
+    """Hangul syllables decomposed into their conjoining jamo (others kept): '까스' -> '까스'."""
+    out = []
+    for ch in text:
+        c = ord(ch) - 0xAC00
+        if 0 <= c < 11172:
+            out += [chr(0x1100 + c // 588), chr(0x1161 + (c % 588) // 28)] + ([chr(0x11A7 + c % 28)] if c % 28 else [])
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _focus_tokens(item: Item) -> str:
+    """What the question is about, as tagged tokens: each difference between the options (also as jamo), each
+    option, the punctuation marks by name, the instruction's words and the question type."""
+    p = query_parts(item)
+    toks: list[str] = []
+    for d in p.differences:
+        toks += ["D_" + d, "J_" + _jamo(d)]
+    for opts in p.options:
+        toks += ["O_" + o for o in opts]
+    toks += ["M_" + m for m in p.marks]
+    toks += ["I_" + w for w in p.instruction.split()]
+    toks.append("T_" + item.question_type)
+    return " ".join(t.replace(" ", "_") for t in toks)
+
+
+def _focus_chars(item: Item) -> str:
+    """The differences and options (else the sentences), for character n-grams."""
+    p = query_parts(item)
+    return " | ".join(p.differences + [" ".join(o) for o in p.options]) or " ".join(p.sentences)
+
+
+def _query_morphemes(item: Item) -> str:
+    return " ".join(morphemes(build_query(item)))
+
+
+class QuestionClassifier:
+    """A question -> rule classifier: TF-IDF (sublinear tf) of three views of the question (``_focus_tokens``
+    split on spaces; character 1-3-grams, within word bounds, of ``_focus_chars``; the Mecab morphemes of
+    ``build_query``), stacked, and a multinomial logistic regression (lbfgs, ``c``). Deterministic."""
+
+    VIEWS: tuple[Callable[[Item], str], ...] = (_focus_tokens, _focus_chars, _query_morphemes)
+
+    def __init__(self, items: Sequence[Item], labels: Sequence[str], c: float = LEARNED_C):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.classes: list[str] = sorted(set(labels))
+        self.model: Any = None
+        if len(self.classes) < 2:  # nothing to learn: the one label seen (if any) ranks first for every item
+            return
+        self.vectorizers = [
+            TfidfVectorizer(analyzer=str.split, token_pattern=None, sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True),
+            TfidfVectorizer(analyzer=str.split, token_pattern=None, sublinear_tf=True),
+        ]
+        x = self._features(items, fit=True)
+        self.model = LogisticRegression(C=c, max_iter=3000, random_state=0).fit(x, list(labels))
+        self.classes = [str(cl) for cl in self.model.classes_]
+
+    def _features(self, items: Sequence[Item], fit: bool = False) -> Any:
+        from scipy.sparse import hstack
+
+        mats = []
+        for vec, view in zip(self.vectorizers, self.VIEWS, strict=True):
+            texts = [view(it) for it in items]
+            mats.append(vec.fit_transform(texts) if fit else vec.transform(texts))
+        return hstack(mats).tocsr()
+
+    def rank(self, items: Sequence[Item]) -> list[list[str]]:
+        """Per item, the rules seen in training, most probable first (ties in rule-id order)."""
+        if not items:
+            return []
+        if self.model is None:
+            return [list(self.classes) for _ in items]
+        probs = self.model.predict_proba(self._features(items))
+        return [[self.classes[j] for j in np.argsort(-p, kind="stable")] for p in probs]
+
+
+def _fold(item_id: str, folds: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"fold:{item_id}".encode()).digest()[:8], "big") % folds
+
+
+class LearnedRetriever(Retriever):
+    """A supervised retriever: ``QuestionClassifier`` trained on the labelled items of the example passages,
+    fused by weighted reciprocal rank with BM25 over rules + examples and BM25 over the rules alone: a rule scores
+    sum(weight / (rrf_k + rank)), ranks counted from 0, ``weights`` in that order.
+
+    Leave-one-out by cross-fitting: the labelled items are split into ``folds`` folds by a hash of their id; a query
+    item that is one of them is scored by the classifier trained on the other folds (and BM25 leaves its example
+    passage out), so no item is ranked by a model that saw its own label. Other items (dev, test) are scored by the
+    classifier trained on all labelled items. Scores items, not query strings (the features need the question)."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        examples: Sequence[Passage],
+        c: float = LEARNED_C,
+        folds: int = LEARNED_FOLDS,
+        weights: Sequence[float] = LEARNED_WEIGHTS,
+        rrf_k: int = LEARNED_RRF_K,
+    ):
+        labelled = [(p.item, p.doc_id) for p in examples if p.item is not None]
+        if not labelled:
+            raise DataError(["method 'learned' needs labelled training examples (--examples and --example-labels)"])
+        if folds < 2:
+            raise ValueError("cross-fitting needs at least 2 folds")
+        self.labelled = {it.id: (it, rid) for it, rid in labelled}
+        self.c, self.folds, self.weights, self.rrf_k = c, folds, tuple(weights), rrf_k
+        rule_ps = rule_passages(rules)
+        self.bm25_all = BM25Retriever(rule_ps + list(examples))
+        self.bm25_rules = BM25Retriever(rule_ps)
+        self._models: dict[int | None, QuestionClassifier] = {}
+
+    def _model(self, fold: int | None) -> QuestionClassifier:
+        """The classifier trained on every labelled item (``fold`` None) or on all folds but ``fold``."""
+        if fold not in self._models:
+            train = [
+                (it, rid) for i, (it, rid) in self.labelled.items() if fold is None or _fold(i, self.folds) != fold
+            ]
+            self._models[fold] = QuestionClassifier([it for it, _ in train], [rid for _, rid in train], self.c)
+        return self._models[fold]
+
+    def classifier_ranks(self, items: Sequence[Item]) -> list[list[str]]:
+        """Per item, the classifier's ranking (cross-fitted for the labelled items themselves)."""
+        groups: dict[int | None, list[int]] = {}
+        for n, it in enumerate(items):
+            groups.setdefault(_fold(it.id, self.folds) if it.id in self.labelled else None, []).append(n)
+        out: list[list[str]] = [[] for _ in items]
+        for fold, idx in sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+            for n, ranking in zip(idx, self._model(fold).rank([items[n] for n in idx]), strict=True):
+                out[n] = ranking
+        return out
+
+    def scores(self, queries: Sequence[str], exclude: Sequence[str | None] | None = None) -> list[dict[str, float]]:
+        raise NotImplementedError("the learned retriever scores items (score_items, retrieve), not query strings")
+
+    def score_items(self, items: Sequence[Item]) -> list[dict[str, float]]:
+        clf = self.classifier_ranks(items)
+        queries, ids = [build_query(it) for it in items], [it.id for it in items]
+        bm_all = self.bm25_all.scores(queries, ids)
+        bm_rules = self.bm25_rules.scores(queries)
+        out = []
+        for c_rank, a, r in zip(clf, bm_all, bm_rules, strict=True):
+            lists = [c_rank, [d for d, _ in _top(a, len(a))], [d for d, _ in _top(r, len(r))]]
+            fused: dict[str, float] = {}
+            for w, ranking in zip(self.weights, lists, strict=True):
+                for rank, doc in enumerate(ranking):
+                    fused[doc] = fused.get(doc, 0.0) + w / (self.rrf_k + rank)
+            out.append(fused)
+        return out
+
+
 def make_retriever(
     method: str,
     rules: Sequence[Rule],
     examples: Sequence[Passage] = (),
     embed: Callable[[Sequence[str], str], Any] | None = None,
 ) -> Retriever:
-    """A retriever of ``method``: bm25 or dense over the rules' passages plus the example passages, or hybrid,
-    the reciprocal rank fusion of BM25 and dense, each over the rules and (when given) over the examples apart."""
+    """A retriever of ``method``: bm25 or dense over the rules' passages plus the example passages, hybrid,
+    the reciprocal rank fusion of BM25 and dense, each over the rules and (when given) over the examples apart, or
+    learned (``LearnedRetriever``: needs example passages made by ``example_passages``)."""
     embed = embed or default_embed
     rule_ps, example_ps = rule_passages(rules), list(examples)
     if method == "bm25":
@@ -342,6 +514,8 @@ def make_retriever(
         if example_ps:
             parts += [BM25Retriever(example_ps), DenseRetriever(example_ps, embed)]
         return HybridRetriever(parts)
+    if method == "learned":
+        return LearnedRetriever(rules, example_ps)
     raise DataError([f"unknown retrieval method {method!r} (expected one of {', '.join(METHODS)})"])
 
 
@@ -353,9 +527,10 @@ def retrieve(
     examples: Sequence[Passage] = (),
     embed: Callable[[Sequence[str], str], Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per item: {'id', 'rule_ids', 'scores'}; an item never sees its own example passage."""
+    """One row per item: {'id', 'rule_ids', 'scores'}; an item never sees its own example passage (nor, with
+    ``learned``, a classifier trained on its own label)."""
     retriever = make_retriever(method, rules, examples, embed)
-    hits = retriever.search([build_query(it) for it in items], k, exclude=[it.id for it in items])
+    hits = [_top(s, k) for s in retriever.score_items(items)]
     return [
         {"id": it.id, "rule_ids": [d for d, _ in h], "scores": [round(s, 6) for _, s in h]}
         for it, h in zip(items, hits, strict=True)
@@ -456,7 +631,7 @@ def retrieve_command(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="malpyeong-grpo retrieve", description=retrieve_command.__doc__)
     ap.add_argument("--rules", required=True, help="rules.jsonl (from `malpyeong-grpo rules`) or the reference .docx")
     ap.add_argument("--data", required=True, help="items to retrieve for (official JSON or JSONL)")
-    ap.add_argument("--method", choices=METHODS, default="hybrid")
+    ap.add_argument("--method", choices=METHODS, default="hybrid", help="learned needs --examples (default hybrid)")
     ap.add_argument("--k", type=int, default=10, help="rules per item (default 10)")
     ap.add_argument("--examples", help="labelled items (the training split) added as passages of their gold rule")
     ap.add_argument("--example-labels", help="labels of --examples (from `malpyeong-grpo label`)")
@@ -466,6 +641,8 @@ def retrieve_command(argv: list[str]) -> int:
         raise DataError([f"--k must be at least 1, got {args.k}"])
     if bool(args.examples) != bool(args.example_labels):
         raise DataError(["--examples and --example-labels go together"])
+    if args.method == "learned" and not args.examples:
+        raise DataError(["--method learned needs --examples and --example-labels (it learns from labelled items)"])
     rules = load_rules(args.rules)
     items = load_items(args.data)
     examples: list[Passage] = []
