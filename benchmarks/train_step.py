@@ -29,19 +29,21 @@ import tempfile
 import time
 from pathlib import Path
 
-# speed options not (yet) switched on by recipe fields: applied by the worker on top of the recipe
+# speed options: applied by hand on top of plain TRL (--worker trl), as recipe fields on our side (--worker ours)
 OPTIONS = (
     "freeze_embeddings",  # do not train the tied 262k x 640 embedding (recipe field freeze_embeddings)
     "completion_only_logits",  # LM head on completion positions only, in TRL's own loss forward
     "share_prefix",  # each group's prompt through the backbone once in the loss forward (implies the above)
+    "checkpoint_prompt",  # with share_prefix: recompute the prompt pass in backward instead of keeping it
     "no_grad_ckpt",  # gradient_checkpointing=False (TRL's default is True)
     "share_prefill",  # generation: the group's prompt prefilled once
     "bf16_generation",  # generation with a bfloat16 copy of the policy
     "stop_at_markers",  # generation ends where a base model starts a new few-shot block
     "bf16",  # bf16 autocast (use_cpu=True)
     "lora",  # peft LoRA (recipe fields use_peft, lora_r...)
+    "tune_malloc",  # glibc mallopt: large blocks via mmap, 2 arenas (peak RSS)
 )
-OURS_DEFAULT = "share_prefix,share_prefill,stop_at_markers"
+OURS_DEFAULT = ""  # the recipe as it is
 ALIGNED = ("learning_rate", "temperature", "top_p", "top_k", "lr_scheduler_type", "beta")
 
 
@@ -104,12 +106,95 @@ def recipe_args(args: argparse.Namespace, steps: int, out_dir: str):
     return parse_args(argv, GRPOConfig, prog="train_step")
 
 
-def worker(args: argparse.Namespace) -> dict:
-    """Build one trainer (``trl`` or ``ours``), train, return the profile as a dict."""
-    import torch
+def option_fields(opt: str) -> list[tuple[str, str, object]]:
+    """The recipe fields (script / config / model arguments) that switch an option on for our side."""
+    fields = {
+        "share_prefix": [("script", "share_prompt_prefix", True)],
+        "no_grad_ckpt": [("config", "gradient_checkpointing", False)],
+        "bf16": [("config", "bf16", True), ("config", "use_cpu", True)],
+        "lora": [("model", "use_peft", True)],
+    }
+    return fields.get(opt, [("script", opt, True)])
+
+
+def plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, callbacks):
+    """TRL's ``GRPOTrainer`` with its defaults for everything but the shared work, plus ``opts`` applied by hand."""
     from trl import GRPOConfig, GRPOTrainer
 
     from malpyeong_grpo import rewards, speed, train
+
+    if "tune_malloc" in opts:
+        speed.tune_malloc()
+    script.freeze_embeddings = "freeze_embeddings" in opts
+    script.torch_num_threads = None
+    model_args.use_peft = "lora" in opts
+    config.gradient_checkpointing = "no_grad_ckpt" not in opts
+    model, tok = train.load_policy(model_args, config, script)
+    if "stop_at_markers" in opts:
+        speed.stop_at_markers(model, tok)
+    gen_model = speed.bf16_generation(model) if "bf16_generation" in opts else model
+    if "share_prefill" in opts:
+        speed.share_prefill(gen_model)
+    speed.completion_only_logits("completion_only_logits" in opts)
+    dataset, _, _ = train.build_datasets(script, tok)
+    rewards.configure(script.bertscore_model, script.bleurt_model, script.reward_device or "cpu")
+    kwargs = {"bf16": "bf16" in opts, "use_cpu": "bf16" in opts}
+    if "no_grad_ckpt" in opts:
+        kwargs["gradient_checkpointing"] = False
+    if args.learning:  # the learning comparison is about speed, not hyperparameters
+        kwargs.update({k: getattr(config, k) for k in ALIGNED})
+    trl_config = GRPOConfig(
+        output_dir=out_dir,
+        num_generations=args.generations,
+        per_device_train_batch_size=args.generations,
+        max_completion_length=args.max_completion_length,
+        max_steps=steps,
+        seed=args.seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        reward_weights=config.reward_weights,
+        **kwargs,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=rewards.get_rewards(script.reward_funcs),
+        args=trl_config,
+        train_dataset=dataset,
+        processing_class=tok,
+        callbacks=callbacks,
+    )
+    if "share_prefix" in opts:
+        speed.share_prompt_prefix(trainer, checkpoint_prompt="checkpoint_prompt" in opts)
+    return trainer
+
+
+def heldout_reward(trainer, script, n: int) -> dict:
+    """Greedy completions of the trained policy for the first ``n`` prompts of the training split's hold-out
+    (the same decoding for every set-up: up to the completion length, stopping at the few-shot markers) and their
+    weighted reward, the training objective."""
+    from malpyeong_grpo import predict, rewards, train
+
+    tok = trainer.processing_class
+    _, val, _ = train.build_datasets(script, tok)
+    rows = val.select(range(min(n, len(val))))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    texts = predict.generate_answers(
+        model, tok, rows["prompt"], max_new_tokens=trainer.args.max_completion_length, batch_size=4, progress=False
+    )
+    extra = {c: rows[c] for c in rows.column_names if c != "prompt"}
+    funcs = rewards.get_rewards(script.reward_funcs)
+    weights = trainer.args.reward_weights or [1.0] * len(funcs)
+    per_func = [f(prompts=rows["prompt"], completions=texts, **extra) for f in funcs]
+    total = [sum(w * r[i] for w, r in zip(weights, per_func, strict=True)) for i in range(len(texts))]
+    return {"heldout_items": len(texts), "heldout_reward": round(sum(total) / len(total), 4)}
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Build one trainer (``trl`` or ``ours``), train, return the profile as a dict."""
+    import torch
+
+    from malpyeong_grpo import speed, train
 
     opts = set(filter(None, args.opts.split(",")))
     if unknown := opts - set(OPTIONS):
@@ -117,63 +202,21 @@ def worker(args: argparse.Namespace) -> dict:
     steps = 10**6 if args.learning else args.warmup + args.steps
     out_dir = tempfile.mkdtemp(prefix="train-step-")
     script, config, model_args = recipe_args(args, steps, out_dir)
-    if args.worker == "trl":  # TRL's defaults for everything the recipe would otherwise set
-        script.freeze_embeddings = False
-        script.torch_num_threads = None
-        model_args.use_peft = False
-    if "freeze_embeddings" in opts:
-        script.freeze_embeddings = True
-    if "lora" in opts:
-        model_args.use_peft = True
-    if "no_grad_ckpt" in opts:
-        config.gradient_checkpointing = False
-    model, tok = train.load_policy(model_args, config, script)
-    if "stop_at_markers" in opts:
-        speed.stop_at_markers(model, tok)
-    gen_model = speed.bf16_generation(model) if "bf16_generation" in opts else model
-    if "share_prefill" in opts:
-        speed.share_prefill(gen_model)
-    if "completion_only_logits" in opts:
-        speed.completion_only_logits()
     callbacks = [Stopper(args.learning)] if args.learning else []
-    if args.worker == "ours":
-        trainer, _ = train.make_trainer(script, config, model_args, callbacks, model_and_tokenizer=(model, tok))
+    if args.worker == "ours":  # the recipe through malpyeong-grpo's own trainer set-up; options are its fields
+        for opt in opts:
+            for obj, name, value in option_fields(opt):
+                setattr({"script": script, "config": config, "model": model_args}[obj], name, value)
+        trainer, _ = train.make_trainer(script, config, model_args, callbacks)
     else:
-        dataset, _, _ = train.build_datasets(script, tok)
-        rewards.configure(script.bertscore_model, script.bleurt_model, script.reward_device or "cpu")
-        kwargs = {"bf16": "bf16" in opts, "use_cpu": "bf16" in opts}
-        if "no_grad_ckpt" in opts:
-            kwargs["gradient_checkpointing"] = False
-        if args.learning:  # the learning comparison is about speed, not hyperparameters
-            kwargs.update({k: getattr(config, k) for k in ALIGNED})
-        trl_config = GRPOConfig(
-            output_dir=out_dir,
-            num_generations=args.generations,
-            per_device_train_batch_size=args.generations,
-            max_completion_length=args.max_completion_length,
-            max_steps=steps,
-            seed=args.seed,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=1,
-            reward_weights=config.reward_weights,
-            **kwargs,
-        )
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=rewards.get_rewards(script.reward_funcs),
-            args=trl_config,
-            train_dataset=dataset,
-            processing_class=tok,
-            callbacks=callbacks,
-        )
-    if "share_prefix" in opts:
-        speed.share_prompt_prefix(trainer)
+        trainer = plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, callbacks)
     prof = speed.StepProfiler().attach(trainer)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
     logs = [h for h in trainer.state.log_history if "reward" in h]
+    heldout = heldout_reward(trainer, script, args.heldout) if args.learning else {}
     targs = trainer.args
     return {
         "side": args.worker,
@@ -185,6 +228,7 @@ def worker(args: argparse.Namespace) -> dict:
             for k in ("gradient_checkpointing", "bf16", "learning_rate", "temperature", "top_p", "beta")
         },
         "train_wall_s": round(wall, 2),
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         **prof.summary(skip=0 if args.learning else args.warmup),
         "steps_s": [r.seconds for r in prof.records],
         "steps_cpu_s": [r.cpu_seconds for r in prof.records],
@@ -192,6 +236,7 @@ def worker(args: argparse.Namespace) -> dict:
         "step_peak_rss_gb": [r.peak_rss_gb for r in prof.records],
         "rewards": [h["reward"] for h in logs],
         "completion_mean_length": [h.get("completions/mean_length") for h in logs],
+        **heldout,
     }
 
 
@@ -199,7 +244,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", choices=("trl", "ours"), help="run one set-up in this process, print JSON")
     ap.add_argument("--opts", default="", help=f"speed options for --worker: {', '.join(OPTIONS)}")
-    ap.add_argument("--ours", default=OURS_DEFAULT, help="--opts of our side (on top of the recipe)")
+    ap.add_argument("--ours", default=OURS_DEFAULT, help="--opts of our side: recipe fields to switch on")
     ap.add_argument("--trl-opts", default="", help="--opts of the TRL side (for per-option comparisons)")
     ap.add_argument("--recipe", default="recipes/demo-cpu.yaml")
     ap.add_argument("--override", nargs="*", default=[], help="more recipe fields as field=value (nargs: yes)")
@@ -212,6 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-completion-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--learning", type=float, default=None, help="wall-clock budget per run in seconds")
+    ap.add_argument("--heldout", type=int, default=16, help="--learning: hold-out prompts scored after the budget")
     ap.add_argument("--out", default=None, help="write the JSON results here")
     return ap.parse_args(argv)
 
@@ -225,7 +271,7 @@ def run_child(args: argparse.Namespace, side: str, opts: str) -> dict:
     if args.reward_weights:
         cmd += ["--reward-weights", *map(str, args.reward_weights)]
     if args.learning:
-        cmd += ["--learning", str(args.learning)]
+        cmd += ["--learning", str(args.learning), "--heldout", str(args.heldout)]
     if args.override:
         cmd += ["--override", *args.override]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -258,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_gb": max(res["peak_rss_gb"] for res in rs),
             "steps": len(steps),
         }
+        if args.learning:
+            summary[side]["heldout_reward"] = round(statistics.mean(res["heldout_reward"] for res in rs), 4)
+            summary[side]["train_reward_last5"] = round(
+                statistics.mean(r for res in rs for r in res["rewards"][-5:]), 4
+            )
     ratio = summary["ours"]["median_s_per_step"] / summary["trl"]["median_s_per_step"]
     trl, ours = summary["trl"], summary["ours"]
     print(f"plain TRL: {trl['median_s_per_step']} s/step (median of {trl['steps']}), peak RSS {trl['peak_rss_gb']} GB")
@@ -266,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(median of {ours['steps']}), peak RSS {ours['peak_rss_gb']} GB"
     )
     print(f"ratio ours/TRL: {ratio:.2f}")
+    if args.learning:
+        for side in ("trl", "ours"):
+            res = summary[side]
+            print(
+                f"{side}: {res['steps']} steps in {args.learning:g} s, hold-out reward {res['heldout_reward']}, "
+                f"training reward of the last 5 steps {res['train_reward_last5']}"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps({"summary": summary, "ratio": ratio, "runs": runs}, indent=2))
     return 0

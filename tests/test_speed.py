@@ -51,8 +51,8 @@ def _reference(model, ids, mask, comp_len):
     return lp, ent, total
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_prefix_shared_logps_equal_full_forward(tiny_model_dir, attn):
+@pytest.mark.parametrize(("attn", "checkpoint_prompt"), [("sdpa", False), ("eager", False), ("sdpa", True)])
+def test_prefix_shared_logps_equal_full_forward(tiny_model_dir, attn, checkpoint_prompt):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
@@ -64,7 +64,9 @@ def test_prefix_shared_logps_equal_full_forward(tiny_model_dir, attn):
     total.backward()
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    lp, ent = speed.prefix_shared_logps(model, ids, mask, 7, temperature=0.9, compute_entropy=True)
+    lp, ent = speed.prefix_shared_logps(
+        model, ids, mask, 7, temperature=0.9, compute_entropy=True, checkpoint_prompt=checkpoint_prompt
+    )
     (lp * mask[:, -7:]).sum().backward()
     torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
     torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=0)

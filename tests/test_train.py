@@ -309,6 +309,7 @@ def test_speed_switches_are_wired(tiny_model_dir, tmp_path, monkeypatch):
     for name in (
         "completion_only_logits",
         "share_prompt_prefix",
+        "checkpoint_prompt",
         "share_prefill",
         "stop_at_markers",
         "bf16_generation",

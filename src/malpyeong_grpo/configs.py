@@ -106,6 +106,17 @@ class ScriptArguments:
         default=False,
         metadata={"help": "Log-probs: each group's prompt runs once, its KV cache shared by the completions; exact."},
     )
+    checkpoint_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "With share_prompt_prefix: keep only the prompt's KV cache for backward and run the prompt pass "
+            "again there (less memory, one more prompt forward per group); exact."
+        },
+    )
+    tune_malloc: bool = field(
+        default=False,
+        metadata={"help": "glibc: large blocks via mmap (returned to the OS when freed), 2 arenas; lowers peak RSS."},
+    )
     share_prefill: bool = field(
         default=False, metadata={"help": "Generation: a group's identical prompts are prefilled once; exact."}
     )
@@ -135,6 +146,8 @@ class ScriptArguments:
             problems.append(f"{where}: num_contexts must be at least 1, got {self.num_contexts}")
         if self.prompt_format not in PROMPT_FORMATS:
             problems.append(f"{where}: prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
+        if self.checkpoint_prompt and not self.share_prompt_prefix:
+            problems.append(f"{where}: checkpoint_prompt needs share_prompt_prefix")
         if self.retrieval_method not in RETRIEVAL_METHODS:
             problems.append(f"{where}: retrieval_method must be one of {', '.join(RETRIEVAL_METHODS)}")
         unknown = [r for r in self.reward_funcs if r not in REWARDS]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .answer import parse_answer
-from .data import DataError, Item, append_jsonl, load_items, read_jsonl
+from .data import DataError, Item, append_jsonl, atomic_write_text, load_items, read_jsonl
 from .rules import Rule, format_rule, load_rules
 
 LABEL_METHODS = ("ppl", "lexical")
@@ -299,8 +299,6 @@ def label_command(argv: list[str]) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     if args.method == "lexical":
-        from .data import atomic_write_text
-
         rows = lexical_labels(items, rules)
         atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{len(rows)} lexical labels -> {args.out}", file=sys.stderr)
@@ -366,8 +364,6 @@ def _memo(embed: Callable[[Sequence[str], str], Any]) -> Callable[[Sequence[str]
 
 
 def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from .data import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
@@ -540,7 +536,7 @@ def report_command(argv: list[str]) -> int:
             ctx = {r["id"]: r["rule_ids"] for r in rows}
         report["ablation"] = _ablation(args, rules, dev, train, ctx, out_dir)
     write_json(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text("\n".join(_markdown(report)) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "report.md", "\n".join(_markdown(report)) + "\n")
     print("\n".join(_markdown(report)))
     print(f"wrote {out_dir / 'report.md'} and {out_dir / 'report.json'}", file=sys.stderr)
     return 0

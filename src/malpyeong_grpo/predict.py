@@ -167,40 +167,12 @@ def _vllm_batch(
     return [(i, o.outputs[0].text) for i, o in enumerate(outs)]
 
 
-def generate_answers(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    *,
-    max_new_tokens: int = 256,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    num_beams: int = 1,
-    batch_size: int = 8,
-    progress: bool = True,
-    stop_markers: Sequence[str] = STOP_MARKERS,
-) -> list[str]:
-    """Raw completion texts of ``prompts``, in order (apply ``prompts.extract_answer`` to each).
-
-    Batched, left-padded transformers generation; prompts are sorted by length for batching and the order restored;
-    a batch stops as soon as every sequence has passed a stop marker (a base model runs on into a new example).
-    ``model`` may be a :class:`VllmEngine` instead.
-    """
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], **options: Any) -> list[str]:
+    """Raw completion texts of ``prompts``, in order (apply ``prompts.extract_answer`` to each); ``options`` are
+    those of :func:`iter_generate` (batched, left-padded generation, longest prompts first, a batch stopping once
+    every sequence has passed a stop marker; ``model`` may be a :class:`VllmEngine`)."""
     out: list[str | None] = [None] * len(prompts)
-    for batch in iter_generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        num_beams=num_beams,
-        batch_size=batch_size,
-        progress=progress,
-        stop_markers=stop_markers,
-    ):
+    for batch in iter_generate(model, tokenizer, prompts, **options):
         for i, text in batch:
             out[i] = text
     return [t or "" for t in out]

@@ -189,6 +189,24 @@ def stop_at_markers(model: Any, tokenizer: Any, markers: Sequence[str] = ("###",
     return eos
 
 
+def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
+    """glibc malloc: serve blocks of ``mmap_threshold`` bytes and more with mmap (returned to the OS when freed,
+    instead of the dynamic threshold that grows up to 32 MB and keeps freed tensors in the heap) and cap the number
+    of arenas. Lowers the peak RSS of a training step; a no-op (False) without glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_mmap_threshold, m_arena_max = -3, -8
+        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(libc.mallopt(m_arena_max, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 def timed_call(fn: Callable[[], Any]) -> tuple[Any, float]:
     """Run ``fn`` and return (result, seconds)."""
     t = time.perf_counter()
@@ -208,6 +226,25 @@ def _cache_kwarg(backbone: Any) -> str:
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
+def _checkpointed_prompt_pass(backbone: Any, prompt: Any, config: Any) -> tuple[Any, Any]:
+    """(last hidden state, KV cache) of the prompt, with the pass checkpointed: autograd keeps the cache tensors,
+    not the pass's activations, and runs the pass again in backward."""
+    from torch.utils.checkpoint import checkpoint
+    from transformers import DynamicCache
+
+    def run(ids: Any) -> tuple[Any, ...]:
+        out = backbone(input_ids=ids, use_cache=True)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        return (out.last_hidden_state[:, -1:], *[t for layer in cache.layers for t in (layer.keys, layer.values)])
+
+    last, *kv = checkpoint(run, prompt, use_reentrant=False)
+    cache = DynamicCache(ddp_cache_data=list(zip(kv[::2], kv[1::2], strict=True)), config=config)
+    for layer in cache.layers:  # sliding layers keep their last window - 1 tokens; they saw the whole prompt
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = prompt.shape[1]
+    return last, cache
+
+
 def prefix_shared_logps(
     model: Any,
     input_ids: Any,
@@ -215,9 +252,13 @@ def prefix_shared_logps(
     logits_to_keep: int,
     temperature: float = 1.0,
     compute_entropy: bool = False,
+    checkpoint_prompt: bool = False,
 ) -> tuple[Any, Any]:
     """Per-token log-probs (and entropies) of the last ``logits_to_keep`` tokens, running each distinct prompt
     through the backbone once per group instead of once per completion.
+
+    ``checkpoint_prompt``: keep only the prompt's KV cache for backward and recompute the prompt pass there
+    (activation checkpointing of the prompt alone: less memory for one more prompt forward; same values).
 
     Rows whose prompt part (ids and mask) is identical form a group: the prompt (padding stripped) runs once with a
     KV cache, the cache is repeated for the group's completions, and only the completion tokens run again; gradients
@@ -245,8 +286,11 @@ def prefix_shared_logps(
         prompt = input_ids[rows[0], :p_len][keep].unsqueeze(0)
         comp, comp_mask = input_ids[idx, p_len:], attention_mask[idx, p_len:]
         n, q_len = len(rows), prompt.shape[1]
-        first = backbone(input_ids=prompt, use_cache=True)
-        cache = getattr(first, "cache", None) or first.past_key_values
+        if checkpoint_prompt and torch.is_grad_enabled():
+            last, cache = _checkpointed_prompt_pass(backbone, prompt, base.config)
+        else:
+            first = backbone(input_ids=prompt, use_cache=True)
+            last, cache = first.last_hidden_state[:, -1:], getattr(first, "cache", None) or first.past_key_values
         cache.batch_repeat_interleave(n)
         second = backbone(
             input_ids=comp,
@@ -256,7 +300,7 @@ def prefix_shared_logps(
             **{cache_kw: cache},
         )
         # the hidden state before each completion token predicts it: the prompt's last, then the completion's own
-        hidden = torch.cat([first.last_hidden_state[:, -1:].expand(n, 1, -1), second.last_hidden_state[:, :-1]], 1)
+        hidden = torch.cat([last.expand(n, 1, -1), second.last_hidden_state[:, :-1]], 1)
         mask = comp_mask.bool()
         lp, ent, *_ = ChunkedLogProbFunction.apply(
             hidden[mask], head.weight, head.bias, comp[mask], temperature, 32768, softcap, scale, outputs
@@ -270,9 +314,10 @@ def prefix_shared_logps(
     return logps, ents
 
 
-def share_prompt_prefix(trainer: Any) -> None:
+def share_prompt_prefix(trainer: Any, checkpoint_prompt: bool = False) -> None:
     """Route the trainer's log-prob computation (loss forward and old/ref log-probs) through
-    ``prefix_shared_logps``: each group's prompt runs once, only completion positions reach the LM head."""
+    ``prefix_shared_logps``: each group's prompt runs once, only completion positions reach the LM head; under the
+    trainer's autocast, as TRL's own path. ``checkpoint_prompt``: see ``prefix_shared_logps``."""
     original = trainer._get_per_token_logps_and_entropies
 
     @functools.wraps(original)
@@ -297,9 +342,16 @@ def share_prompt_prefix(trainer: Any) -> None:
                 compute_aux_loss=compute_aux_loss,
                 **extra,
             )
-        lp, ent = prefix_shared_logps(
-            model, input_ids, attention_mask, logits_to_keep, trainer.temperature, compute_entropy
-        )
+        with trainer.accelerator.autocast():
+            lp, ent = prefix_shared_logps(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                trainer.temperature,
+                compute_entropy=compute_entropy,
+                checkpoint_prompt=checkpoint_prompt,
+            )
         return lp, ent, None
 
     trainer._get_per_token_logps_and_entropies = logps
@@ -351,9 +403,9 @@ def bf16_generation(model: Any) -> Any:
 
     import torch
 
-    gen = copy.deepcopy(model).to(torch.bfloat16).eval()
-    for p in gen.parameters():
-        p.requires_grad_(False)
+    # deep-copy with each parameter already cast (tied ones stay tied): no transient float32 copy of the model
+    memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False) for p in model.parameters()}
+    gen = copy.deepcopy(model, memo).eval()
     pairs = [(p, gen.get_parameter(n)) for n, p in model.named_parameters() if p.requires_grad]
 
     def generate(*args: Any, **kwargs: Any) -> Any:

@@ -240,6 +240,8 @@ def make_trainer(
     from . import rewards, speed
 
     speed.set_threads(args.torch_num_threads)  # before any model work
+    if args.tune_malloc:
+        speed.tune_malloc()
     model, tokenizer = model_and_tokenizer or load_policy(model_args, training_args, args)
     with training_args.main_process_first(desc="dataset"):
         train_ds, eval_ds, info = build_datasets(args, tokenizer)
@@ -258,7 +260,7 @@ def make_trainer(
         callbacks=[log_history_callback(), *callbacks],
     )
     if args.share_prompt_prefix:
-        speed.share_prompt_prefix(trainer)
+        speed.share_prompt_prefix(trainer, checkpoint_prompt=args.checkpoint_prompt)
     return trainer, info
 
 
