@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .configs import ScriptArguments, parse_args, run_record, write_run_record
-from .data import DataError, holdout_split, write_json
-from .train import load_policy, log_history_callback, prompt_rows, resolve_checkpoint, rule_contexts
+from .data import write_json
+from .train import load_policy, log_history_callback, resolve_checkpoint, split_rows
 
 
 def completion_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,20 +38,9 @@ def build_sft_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any,
     """(train dataset, validation dataset or None, data description) in TRL's prompt/completion format."""
     from datasets import Dataset
 
-    from .train import training_items
-
-    items, source = training_items(args)
-    train, val = holdout_split(items, args.holdout_fraction, args.split_seed)
-    if args.max_items is not None:
-        train = train[: args.max_items]
-    if not train:
-        raise DataError([f"{source}: no training items left after the holdout (fraction {args.holdout_fraction})"])
-    train_rows = completion_rows(
-        prompt_rows(train, train, args, tokenizer, rule_contexts(args, train, args.include_gold_context))
-    )
-    val_rows = completion_rows(prompt_rows(val, train, args, tokenizer, rule_contexts(args, val, False)))
-    info = {"source": source, "items": len(items), "train_items": len(train), "validation_items": len(val)}
-    return Dataset.from_list(train_rows), (Dataset.from_list(val_rows) if val_rows else None), info
+    train_rows, val_rows, info = split_rows(args, tokenizer)
+    train_ds = Dataset.from_list(completion_rows(train_rows))
+    return train_ds, (Dataset.from_list(completion_rows(val_rows)) if val_rows else None), info
 
 
 def run_sft(args: ScriptArguments, sft_args: Any, model_args: Any, argv: Sequence[str] = ()) -> Any:

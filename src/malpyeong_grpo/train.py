@@ -109,10 +109,11 @@ def prompt_rows(
     return rows
 
 
-def build_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """(train dataset, validation dataset or None, a description of the data) for GRPO."""
-    from datasets import Dataset
-
+def split_rows(
+    args: ScriptArguments, tokenizer: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Prompt rows of the training items and of their hold-out (GRPO and SFT both start from them), and a
+    description of the data."""
     items, source = training_items(args)
     train, val = holdout_split(items, args.holdout_fraction, args.split_seed)
     if args.max_items is not None:
@@ -131,6 +132,14 @@ def build_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dic
         "num_shots": args.num_shots,
         "rule_context": bool(args.rules_file),
     }
+    return train_rows, val_rows, info
+
+
+def build_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """(train dataset, validation dataset or None, a description of the data) for GRPO."""
+    from datasets import Dataset
+
+    train_rows, val_rows, info = split_rows(args, tokenizer)
     return Dataset.from_list(train_rows), (Dataset.from_list(val_rows) if val_rows else None), info
 
 
