@@ -14,12 +14,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .configs import ScriptArguments, parse_args, run_record, write_run_record
-from .data import write_json
-from .train import load_policy, log_history_callback, resolve_checkpoint, split_rows
+from .configs import ScriptArguments, parse_args
+from .train import load_policy, log_history_callback, resolve_checkpoint, split_rows, train_and_save
 
 
 def completion_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,15 +63,7 @@ def run_sft(args: ScriptArguments, sft_args: Any, model_args: Any, argv: Sequenc
         peft_config=get_peft_config(model_args),
         callbacks=[log_history_callback()],
     )
-    out = Path(sft_args.output_dir)
-    if trainer.is_world_process_zero():
-        record = run_record(list(argv), args, sft_args, model_args)
-        record.update(data=info, resumed_from=checkpoint)
-        write_run_record(out, record)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        write_json(out / "log_history.json", trainer.state.log_history)
+    train_and_save(trainer, (args, sft_args, model_args), argv, info, checkpoint)
     return trainer
 
 

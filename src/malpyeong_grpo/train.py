@@ -290,6 +290,23 @@ def apply_model_speedups(args: ScriptArguments, model: Any, tokenizer: Any, mode
         speed.share_prefill(generator)
 
 
+def train_and_save(
+    trainer: Any, config: tuple[Any, Any, Any], argv: Sequence[str], info: dict[str, Any], checkpoint: str | None
+) -> Path:
+    """Write the run record (``config``: script, training and model arguments), train (resuming from
+    ``checkpoint``), save the model and the log history to the output folder; return the folder."""
+    out = Path(config[1].output_dir)
+    if trainer.is_world_process_zero():
+        record = run_record(list(argv), *config)
+        record.update(data=info, resumed_from=checkpoint)
+        write_run_record(out, record)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        write_json(out / "log_history.json", trainer.state.log_history)
+    return out
+
+
 def run(
     args: ScriptArguments,
     training_args: Any,
@@ -300,19 +317,11 @@ def run(
     """Train and save; return the trainer (its ``state.log_history`` holds every logged metric)."""
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer, info = make_trainer(args, training_args, model_args, callbacks)
-    out = Path(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        record = run_record(list(argv), args, training_args, model_args)
-        record.update(data=info, resumed_from=checkpoint)
-        write_run_record(out, record)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        write_json(out / "log_history.json", trainer.state.log_history)
-        if args.merge_lora and model_args.use_peft:
-            merged = trainer.model.merge_and_unload()
-            merged.save_pretrained(out / "merged")
-            trainer.processing_class.save_pretrained(out / "merged")
+    out = train_and_save(trainer, (args, training_args, model_args), argv, info, checkpoint)
+    if trainer.is_world_process_zero() and args.merge_lora and model_args.use_peft:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        trainer.processing_class.save_pretrained(out / "merged")
     trainer.accelerator.wait_for_everyone()
     return trainer
 
