@@ -94,6 +94,25 @@ def test_freeze_embeddings_and_vllm_share(tmp_path):
     assert ("vLLM (colocate)", -0.25) in [(n, v) for n, v, _ in vllm.lines]  # resolved against --gpu-gb later
 
 
+def test_cpu_speed_options_shrink_the_loss_pass(tmp_path):
+    """share_prompt_prefix counts the group's prompt once, checkpoint_prompt keeps only its KV cache, completion-only
+    logits score the completions alone, bf16_generation adds a half-size copy of the weights."""
+    shape = ModelShape.from_config(KNOWN_MODELS["google/gemma-3-270m"], "gemma")
+    base = {"gradient_checkpointing": False, "num_generations": 4, "per_device_train_batch_size": 4}
+    base["max_completion_length"] = 128
+    plain = _lines(budget(_recipe(tmp_path, **base), shape, gpu=False))
+    head_only = _lines(budget(_recipe(tmp_path, completion_only_logits=True, **base), shape, gpu=False))
+    shared = _lines(budget(_recipe(tmp_path, share_prompt_prefix=True, **base), shape, gpu=False))
+    ckpt = _lines(budget(_recipe(tmp_path, share_prompt_prefix=True, checkpoint_prompt=True, **base), shape, gpu=False))
+    gen = _lines(budget(_recipe(tmp_path, bf16_generation=True, **base), shape, gpu=False))
+    assert head_only["LM-head tiles"] < plain["LM-head tiles"] / 2
+    assert head_only["activations (estimate)"] == plain["activations (estimate)"]
+    assert shared["LM-head tiles"] == head_only["LM-head tiles"]
+    assert ckpt["activations (estimate)"] < shared["activations (estimate)"] < plain["activations (estimate)"] / 2
+    assert "bf16 generation copy" not in plain
+    assert gen["bf16 generation copy"] == pytest.approx(shape.total_params * 2 / 1024**3)
+
+
 def test_every_recipe_plans(capsys):
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
     assert recipes, "no recipes/*.yaml"

@@ -215,6 +215,10 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "optim": "adamw_torch_fused",
     "num_shots": 2,
     "freeze_embeddings": False,
+    "completion_only_logits": False,
+    "share_prompt_prefix": False,
+    "checkpoint_prompt": False,
+    "bf16_generation": False,
     "reward_funcs": [],
     "reward_weights": None,
     "reward_device": None,
@@ -383,15 +387,27 @@ def budget(recipe: dict[str, Any], shape: ModelShape, *, gpu: bool, prompt_token
     if r.get("attn_implementation") == "eager":
         per_tok_layer += shape.num_heads * seq * 2  # attention probabilities (S x S per head), fp32 then cast
         attn_note = " + eager attention probabilities"
+    shared = bool(r["share_prompt_prefix"]) and not sft
+    if shared:  # speed.share_prompt_prefix: each group's prompt once, then its completions over the shared cache
+        groups = max(1, mb // max(1, int(r["num_generations"])))
+        tokens = groups * prompt_tokens + mb * completion
+        seq_note = f"{groups} x {prompt_tokens} prompt + {mb} x {completion} completion tokens"
+    else:
+        seq_note = f"{mb} x {seq} tokens"
     if r["gradient_checkpointing"]:
         act = tokens * (shape.num_layers * h + per_tok_layer) * act_b
-        note = f"checkpointing: {mb} x {seq} tokens x ({shape.num_layers} block inputs + 1 block){attn_note}"
+        note = f"checkpointing: {seq_note} x ({shape.num_layers} block inputs + 1 block){attn_note}"
+    elif shared and r["checkpoint_prompt"]:  # the prompt keeps only its KV cache; its pass reruns in backward
+        kept = groups * prompt_tokens * shape.num_layers * 2 * kv + mb * completion * shape.num_layers * per_tok_layer
+        act = (kept + max(groups * prompt_tokens, mb * completion) * per_tok_layer) * act_b
+        note = f"{seq_note}, prompt pass recomputed in backward (its KV cache kept){attn_note}"
     else:
         act = tokens * shape.num_layers * per_tok_layer * act_b
-        note = f"{mb} x {seq} tokens x {shape.num_layers} blocks, ~{per_tok_layer} values/token/block{attn_note}"
+        note = f"{seq_note} x {shape.num_layers} blocks, ~{per_tok_layer} values/token/block{attn_note}"
     lines.append(("activations (estimate)", act * gib, note))
     # TRL's chunked log-softmax: one [min(N,4096) x 32768] tile at a time, fp32 folding, + its gradient buffers
-    n_scored = tokens if not gpu else mb * completion
+    completion_only = gpu or shared or bool(r["completion_only_logits"])
+    n_scored = mb * completion if completion_only else tokens
     tile = min(n_scored, 4096) * min(shape.vocab_size, 32768)
     head = tile * (act_b + 4 * 3) + n_scored * h * 4
     if not lora and not r["freeze_embeddings"]:
@@ -416,6 +432,9 @@ def budget(recipe: dict[str, Any], shape: ModelShape, *, gpu: bool, prompt_token
     else:
         cache = gen_batch * seq * shape.num_layers * 2 * kv * act_b
         lines.append(("KV cache (generate)", cache * gib, f"{gen_batch} sequences x {seq} tokens"))
+        if r["bf16_generation"]:
+            copy = shape.total_params * 2
+            lines.append(("bf16 generation copy", copy * gib, f"{shape.total_params / 1e9:.3f}B x 2 bytes"))
 
     # reward encoders placed on this device (computed for every listed reward, logged even at weight 0)
     on_device = not gpu or r["reward_device"] is None or str(r["reward_device"]).startswith("cuda")
