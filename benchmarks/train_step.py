@@ -13,8 +13,10 @@ The first ``--warmup`` steps of each run are not timed.
     flock /tmp/heavy.lock python benchmarks/train_step.py --steps 3 --rounds 2 --out train_step.json
     python benchmarks/train_step.py --worker ours --opts share_prefix --steps 2     # one run, JSON on stdout
 
-``--learning SECONDS`` runs each set-up for that wall-clock budget instead and reports the mean reward of its last
-steps (the learning table of docs/throughput.md); there TRL gets the recipe's learning rate and sampling settings.
+``--learning SECONDS`` runs each set-up for that wall-clock budget instead and reports the reward of the trained
+policy on the first ``--heldout`` prompts of the training split's hold-out (greedy, the same decoding for every
+set-up) and the mean training reward of its last 5 steps (the learning table of docs/throughput.md); there TRL gets
+the recipe's learning rate and sampling settings. ``--worker ... --learning 0`` scores the untrained policy.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, ca
     kwargs = {"bf16": "bf16" in opts, "use_cpu": "bf16" in opts}
     if "no_grad_ckpt" in opts:
         kwargs["gradient_checkpointing"] = False
-    if args.learning:  # the learning comparison is about speed, not hyperparameters
+    if args.learning is not None:  # the learning comparison is about speed, not hyperparameters
         kwargs.update({k: getattr(config, k) for k in ALIGNED})
     trl_config = GRPOConfig(
         output_dir=out_dir,
@@ -171,17 +173,22 @@ def plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, ca
 
 def heldout_reward(trainer, script, n: int) -> dict:
     """Greedy completions of the trained policy for the first ``n`` prompts of the training split's hold-out
-    (the same decoding for every set-up: up to the completion length, stopping at the few-shot markers) and their
-    weighted reward, the training objective."""
+    (the same decoding for every set-up: the float32 policy itself, up to the completion length, stopping at the
+    few-shot markers) and their weighted reward, the training objective."""
     from malpyeong_grpo import predict, rewards, train
 
     tok = trainer.processing_class
     _, val, _ = train.build_datasets(script, tok)
     rows = val.select(range(min(n, len(val))))
     model = trainer.accelerator.unwrap_model(trainer.model)
-    texts = predict.generate_answers(
-        model, tok, rows["prompt"], max_new_tokens=trainer.args.max_completion_length, batch_size=4, progress=False
-    )
+    patched = model.__dict__.pop("generate", None)  # bf16 copy / shared prefill: score the fp32 policy itself
+    try:
+        texts = predict.generate_answers(
+            model, tok, rows["prompt"], max_new_tokens=trainer.args.max_completion_length, batch_size=4, progress=False
+        )
+    finally:
+        if patched is not None:
+            model.generate = patched
     extra = {c: rows[c] for c in rows.column_names if c != "prompt"}
     funcs = rewards.get_rewards(script.reward_funcs)
     weights = trainer.args.reward_weights or [1.0] * len(funcs)
@@ -199,10 +206,11 @@ def worker(args: argparse.Namespace) -> dict:
     opts = set(filter(None, args.opts.split(",")))
     if unknown := opts - set(OPTIONS):
         raise SystemExit(f"unknown options: {sorted(unknown)} (known: {', '.join(OPTIONS)})")
-    steps = 10**6 if args.learning else args.warmup + args.steps
+    learning = args.learning is not None
+    steps = 10**6 if learning else args.warmup + args.steps
     out_dir = tempfile.mkdtemp(prefix="train-step-")
     script, config, model_args = recipe_args(args, steps, out_dir)
-    callbacks = [Stopper(args.learning)] if args.learning else []
+    callbacks = [Stopper(args.learning)] if learning else []
     if args.worker == "ours":  # the recipe through malpyeong-grpo's own trainer set-up; options are its fields
         for opt in opts:
             for obj, name, value in option_fields(opt):
@@ -213,10 +221,11 @@ def worker(args: argparse.Namespace) -> dict:
     prof = speed.StepProfiler().attach(trainer)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    trainer.train()
+    if not learning or args.learning > 0:  # --learning 0: the policy before training, for reference
+        trainer.train()
     wall = time.perf_counter() - t0
     logs = [h for h in trainer.state.log_history if "reward" in h]
-    heldout = heldout_reward(trainer, script, args.heldout) if args.learning else {}
+    heldout = heldout_reward(trainer, script, args.heldout) if learning else {}
     targs = trainer.args
     return {
         "side": args.worker,
@@ -229,7 +238,7 @@ def worker(args: argparse.Namespace) -> dict:
         },
         "train_wall_s": round(wall, 2),
         "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        **prof.summary(skip=0 if args.learning else args.warmup),
+        **prof.summary(skip=0 if learning else args.warmup),
         "steps_s": [r.seconds for r in prof.records],
         "steps_cpu_s": [r.cpu_seconds for r in prof.records],
         "step_phases": [r.phases for r in prof.records],
@@ -256,7 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--max-completion-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--learning", type=float, default=None, help="wall-clock budget per run in seconds")
+    ap.add_argument(
+        "--learning", type=float, default=None, help="wall-clock budget per run, seconds (0: the untrained policy)"
+    )
     ap.add_argument("--heldout", type=int, default=16, help="--learning: hold-out prompts scored after the budget")
     ap.add_argument("--out", default=None, help="write the JSON results here")
     return ap.parse_args(argv)
@@ -270,7 +281,7 @@ def run_child(args: argparse.Namespace, side: str, opts: str) -> dict:
     cmd += ["--seed", str(args.seed), "--reward-funcs", *args.reward_funcs]
     if args.reward_weights:
         cmd += ["--reward-weights", *map(str, args.reward_weights)]
-    if args.learning:
+    if args.learning is not None:
         cmd += ["--learning", str(args.learning), "--heldout", str(args.heldout)]
     if args.override:
         cmd += ["--override", *args.override]
@@ -282,6 +293,8 @@ def run_child(args: argparse.Namespace, side: str, opts: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.learning is not None and args.learning <= 0 and not args.worker:
+        raise SystemExit("--learning 0 (the untrained policy) is for --worker runs")
     if args.worker:
         print(json.dumps(worker(args), ensure_ascii=False))
         return 0
@@ -297,14 +310,14 @@ def main(argv: list[str] | None = None) -> int:
             )
     summary = {}
     for side, rs in runs.items():
-        skip = 0 if args.learning else args.warmup
+        skip = 0 if args.learning is not None else args.warmup
         steps = [s for res in rs for s in res["steps_s"][skip:]]
         summary[side] = {
             "median_s_per_step": round(statistics.median(steps), 2),
             "peak_rss_gb": max(res["peak_rss_gb"] for res in rs),
             "steps": len(steps),
         }
-        if args.learning:
+        if args.learning is not None:
             summary[side]["heldout_reward"] = round(statistics.mean(res["heldout_reward"] for res in rs), 4)
             summary[side]["train_reward_last5"] = round(
                 statistics.mean(r for res in rs for r in res["rewards"][-5:]), 4
@@ -317,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(median of {ours['steps']}), peak RSS {ours['peak_rss_gb']} GB"
     )
     print(f"ratio ours/TRL: {ratio:.2f}")
-    if args.learning:
+    if args.learning is not None:
         for side in ("trl", "ours"):
             res = summary[side]
             print(

@@ -64,6 +64,16 @@ def test_learning_mode_scores_the_holdout_after_the_budget(tiny_model_dir, data_
     assert res["steps"] >= 1 and res["settings"]["learning_rate"] == 1e-5  # aligned with the recipe
 
 
+@pytest.mark.slow
+def test_learning_zero_scores_the_untrained_policy(tiny_model_dir, data_dir):
+    bench = _load()
+    args = bench.parse_args(
+        [*_common(tiny_model_dir, data_dir), "--worker", "ours", "--learning", "0", "--heldout", "2"]
+    )
+    res = bench.worker(args)
+    assert res["steps"] == 0 and res["rewards"] == [] and res["heldout_items"] == 2
+
+
 def test_unknown_option_is_refused(tiny_model_dir, data_dir):
     bench = _load()
     args = bench.parse_args([*_common(tiny_model_dir, data_dir), "--worker", "ours", "--opts", "warp_drive"])
