@@ -34,6 +34,11 @@ def _common(tiny_model_dir, data_dir):
     ]
 
 
+def _worker(tiny_model_dir, data_dir, *argv: str) -> dict:
+    bench = _load()
+    return bench.worker(bench.parse_args([*_common(tiny_model_dir, data_dir), *argv]))
+
+
 @pytest.mark.slow
 def test_side_by_side_reports_both_sides_and_the_ratio(tmp_path, tiny_model_dir, data_dir, capsys):
     bench = _load()
@@ -55,27 +60,17 @@ def test_side_by_side_reports_both_sides_and_the_ratio(tmp_path, tiny_model_dir,
 
 @pytest.mark.slow
 def test_learning_mode_scores_the_holdout_after_the_budget(tiny_model_dir, data_dir):
-    bench = _load()
-    args = bench.parse_args(
-        [*_common(tiny_model_dir, data_dir), "--worker", "trl", "--learning", "1", "--heldout", "3"]
-    )
-    res = bench.worker(args)
+    res = _worker(tiny_model_dir, data_dir, "--worker", "trl", "--learning", "1", "--heldout", "3")
     assert res["heldout_items"] == 3 and 0.0 <= res["heldout_reward"] <= 1.0
     assert res["steps"] >= 1 and res["settings"]["learning_rate"] == 1e-5  # aligned with the recipe
 
 
 @pytest.mark.slow
 def test_learning_zero_scores_the_untrained_policy(tiny_model_dir, data_dir):
-    bench = _load()
-    args = bench.parse_args(
-        [*_common(tiny_model_dir, data_dir), "--worker", "ours", "--learning", "0", "--heldout", "2"]
-    )
-    res = bench.worker(args)
+    res = _worker(tiny_model_dir, data_dir, "--worker", "ours", "--learning", "0", "--heldout", "2")
     assert res["steps"] == 0 and res["rewards"] == [] and res["heldout_items"] == 2
 
 
 def test_unknown_option_is_refused(tiny_model_dir, data_dir):
-    bench = _load()
-    args = bench.parse_args([*_common(tiny_model_dir, data_dir), "--worker", "ours", "--opts", "warp_drive"])
     with pytest.raises(SystemExit, match="unknown options"):
-        bench.worker(args)
+        _worker(tiny_model_dir, data_dir, "--worker", "ours", "--opts", "warp_drive")
