@@ -108,8 +108,22 @@ def recipe_args(args: argparse.Namespace, steps: int, out_dir: str):
     return parse_args(argv, GRPOConfig, prog="train_step")
 
 
+# the recipe's speed fields (ScriptArguments): the plain-TRL side starts from their defaults (all off)
+SPEED_FIELDS = (
+    "freeze_embeddings",
+    "torch_num_threads",
+    "completion_only_logits",
+    "share_prompt_prefix",
+    "checkpoint_prompt",
+    "share_prefill",
+    "stop_at_markers",
+    "bf16_generation",
+    "tune_malloc",
+)
+
+
 def option_fields(opt: str) -> list[tuple[str, str, object]]:
-    """The recipe fields (script / config / model arguments) that switch an option on for our side."""
+    """The recipe fields (script / config / model arguments) that switch an option on."""
     fields = {
         "share_prefix": [("script", "share_prompt_prefix", True)],
         "no_grad_ckpt": [("config", "gradient_checkpointing", False)],
@@ -119,30 +133,37 @@ def option_fields(opt: str) -> list[tuple[str, str, object]]:
     return fields.get(opt, [("script", opt, True)])
 
 
+def set_options(opts: set[str], script, config, model_args) -> None:
+    """Switch ``opts`` on as recipe fields."""
+    for opt in opts:
+        for obj, name, value in option_fields(opt):
+            setattr({"script": script, "config": config, "model": model_args}[obj], name, value)
+
+
 def plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, callbacks):
-    """TRL's ``GRPOTrainer`` with its defaults for everything but the shared work, plus ``opts`` applied by hand."""
+    """TRL's ``GRPOTrainer`` with its defaults for everything but the shared work, plus ``opts`` applied through
+    the same functions the recipe fields use (``train.load_policy``, ``train.apply_model_speedups``)."""
     from trl import GRPOConfig, GRPOTrainer
 
     from malpyeong_grpo import rewards, speed, train
+    from malpyeong_grpo.configs import ScriptArguments
 
-    if "tune_malloc" in opts:
+    for name in SPEED_FIELDS:
+        setattr(script, name, ScriptArguments.__dataclass_fields__[name].default)
+    model_args.use_peft = False
+    config.gradient_checkpointing = True
+    set_options(opts, script, config, model_args)
+    if script.tune_malloc:
         speed.tune_malloc()
-    script.freeze_embeddings = "freeze_embeddings" in opts
-    script.torch_num_threads = None
-    model_args.use_peft = "lora" in opts
-    config.gradient_checkpointing = "no_grad_ckpt" not in opts
     model, tok = train.load_policy(model_args, config, script)
-    if "stop_at_markers" in opts:
-        speed.stop_at_markers(model, tok)
-    gen_model = speed.bf16_generation(model) if "bf16_generation" in opts else model
-    if "share_prefill" in opts:
-        speed.share_prefill(gen_model)
-    speed.completion_only_logits("completion_only_logits" in opts)
+    train.apply_model_speedups(script, model, tok, model_args)
     dataset, _, _ = train.build_datasets(script, tok)
     rewards.configure(script.bertscore_model, script.bleurt_model, script.reward_device or "cpu")
-    kwargs = {"bf16": "bf16" in opts, "use_cpu": "bf16" in opts}
-    if "no_grad_ckpt" in opts:
-        kwargs["gradient_checkpointing"] = False
+    kwargs = {
+        "bf16": "bf16" in opts,
+        "use_cpu": "bf16" in opts,
+        "gradient_checkpointing": config.gradient_checkpointing,
+    }
     if args.learning is not None:  # the learning comparison is about speed, not hyperparameters
         kwargs.update({k: getattr(config, k) for k in ALIGNED})
     trl_config = GRPOConfig(
@@ -166,8 +187,8 @@ def plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, ca
         processing_class=tok,
         callbacks=callbacks,
     )
-    if "share_prefix" in opts:
-        speed.share_prompt_prefix(trainer, checkpoint_prompt="checkpoint_prompt" in opts)
+    if script.share_prompt_prefix:
+        speed.share_prompt_prefix(trainer, checkpoint_prompt=script.checkpoint_prompt)
     return trainer
 
 
@@ -212,9 +233,7 @@ def worker(args: argparse.Namespace) -> dict:
     script, config, model_args = recipe_args(args, steps, out_dir)
     callbacks = [Stopper(args.learning)] if learning else []
     if args.worker == "ours":  # the recipe through malpyeong-grpo's own trainer set-up; options are its fields
-        for opt in opts:
-            for obj, name, value in option_fields(opt):
-                setattr({"script": script, "config": config, "model": model_args}[obj], name, value)
+        set_options(opts, script, config, model_args)
         trainer, _ = train.make_trainer(script, config, model_args, callbacks)
     else:
         trainer = plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, callbacks)
