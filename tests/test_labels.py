@@ -6,13 +6,17 @@ import json
 
 import pytest
 
+from malpyeong_grpo import labels
 from malpyeong_grpo.cli import main
 from malpyeong_grpo.data import DataError, Item, load_items, split_path, write_items
 from malpyeong_grpo.labels import (
+    LexicalScorer,
     answer_nll,
+    bracket_terms,
     lexical_labels,
     load_labels,
     ppl_labels,
+    quoted_terms,
     retrieval_metrics,
     rouge1_f,
 )
@@ -37,6 +41,29 @@ HAND_LABELS = {
     78: S + "가운뎃점 규정", 79: H + "제57항", 80: H + "제16항", 82: H + "제47항", 83: H + "제11항", 84: H + "제11항",
     85: F + "제2장 표1", 86: S + "작은따옴표 규정", 87: P + "제25항", 88: F + "제1장 제4항", 89: P + "제3항",
 }  # fmt: skip
+# An independent set, labelled the same way by a colleague who never saw a labeller output (the lexical labeller's
+# weights were chosen on HAND_LABELS only).
+HAND_LABELS_VALIDATION = {
+    90: H + "제11항", 92: H + "제47항", 93: S + "대괄호 규정", 94: H + "제35항", 95: H + "제57항", 96: H + "제30항",
+    97: H + "제53항", 98: F + "제3장 제1절 제6항", 99: H + "제56항", 100: P + "제6항", 101: F + "제2장 표1",
+    102: H + "제23항", 103: S + "중괄호 규정", 104: H + "제56항", 105: H + "제2항", 106: P + "제22항",
+    107: F + "제2장 표1", 108: H + "제27항", 109: S + "쉼표 규정", 110: S + "중괄호 규정", 111: H + "제30항",
+    112: F + "제2장 표1", 113: H + "제16항", 114: H + "제40항", 115: F + "제2장 표1", 116: S + "쌍점 규정",
+    117: H + "제2항", 118: S + "소괄호 규정", 119: H + "제39항", 120: P + "제12항", 121: H + "제2항",
+    122: F + "제2장 표1", 123: H + "제5항", 124: H + "제47항", 125: H + "제2항", 126: P + "제17항", 127: H + "제35항",
+    128: H + "제47항", 129: H + "제52항", 130: S + "물결표 규정", 131: S + "소괄호 규정", 132: P + "제11항",
+    133: H + "제15항", 134: H + "제56항", 135: S + "큰따옴표 규정", 136: S + "작은따옴표 규정", 137: H + "제18항",
+    138: H + "제47항", 140: P + "제12항", 141: H + "제12항", 142: H + "제43항", 143: P + "제3항",
+    144: F + "제3장 제1절 제3항", 145: H + "제53항", 146: F + "제2장 표1", 147: P + "제25항", 148: H + "제45항",
+    149: F + "제2장 표1", 151: S + "쉼표 규정", 153: H + "제47항", 154: S + "대괄호 규정", 155: F + "제2장 표1",
+    156: F + "제1장 제4항", 157: H + "제40항", 158: H + "제35항", 159: S + "쌍점 규정", 160: F + "제2장 표1",
+    161: F + "제2장 표1", 162: F + "제2장 표1", 163: H + "제47항", 164: P + "제7항", 166: S + "물결표 규정",
+    167: H + "제16항", 168: F + "제2장 표1", 169: H + "제2항", 170: H + "제2항", 171: F + "제4장 제1절 제4항",
+    172: H + "제56항", 173: H + "제30항", 175: S + "마침표 규정", 176: S + "소괄호 규정", 177: H + "제47항",
+    178: H + "제43항", 179: H + "제2항", 180: S + "쌍점 규정", 181: F + "제2장 표1", 183: H + "제47항",
+    184: F + "제2장 표4", 185: H + "제41항", 186: S + "쉼표 규정", 187: H + "제18항", 188: H + "제42항",
+    189: F + "제2장 표1",
+}  # fmt: skip
 
 
 def test_rouge1_f():
@@ -45,16 +72,44 @@ def test_rouge1_f():
     assert rouge1_f([], ["a"]) == 0.0
 
 
+def test_rouge1_f_weighted():
+    w = {"a": 2.0, "b": 1.0}
+    assert rouge1_f(["a", "b"], ["a", "c"], w, default=1.0) == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+    assert rouge1_f(["a"], ["a", "b"], w) == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+
+
 def test_lexical_labels_agree_with_hand_labels(data_dir):
-    """Measured 2026-11-24: 54 of 80 top-1, 64 of 80 in the top 3. The floor guards against regressions."""
+    """Measured 2026-11-25, top-1 / top-3: 72/77 of the 80 HAND_LABELS (tuning set; the ROUGE-only labeller before
+    it: 54/64) and 80/83 of the 93 HAND_LABELS_VALIDATION (before: 56/67). The floors guard against regressions."""
     rules = parse_docx(data_dir / "reference_rules.docx")
     train = load_items(split_path("train", data_dir), require_answer=True)
-    items = [train[i] for i in HAND_LABELS]
-    rows = lexical_labels(items, rules, top=3)
-    gold = [HAND_LABELS[i] for i in HAND_LABELS]
-    top1 = sum(r["rule_id"] == g for r, g in zip(rows, gold, strict=True))
-    top3 = sum(g in [rid for rid, _ in r["top"]] for r, g in zip(rows, gold, strict=True))
-    assert top1 >= 50 and top3 >= 60, (top1, top3)
+    got = {}
+    for name, hand in (("tuning", HAND_LABELS), ("validation", HAND_LABELS_VALIDATION)):
+        rows = lexical_labels([train[i] for i in hand], rules, top=3)
+        gold = list(hand.values())
+        top1 = sum(r["rule_id"] == g for r, g in zip(rows, gold, strict=True))
+        top3 = sum(g in [rid for rid, _ in r["top"]] for r, g in zip(rows, gold, strict=True))
+        got[name] = (top1, top3)
+    assert got["tuning"][0] >= 70 and got["tuning"][1] >= 75, got
+    assert got["validation"][0] >= 77 and got["validation"][1] >= 80, got
+
+
+def test_lexical_scorer_quoted_and_bracketed_terms(monkeypatch):
+    """A term quoted in the reason and a bracketed phonetic symbol move the label to the rule that contains them;
+    on morpheme overlap alone rule A wins both."""
+    rules = [
+        Rule("A", "c", "s", "1", "t", "조사는 앞말에 붙여 쓴다.\n외래어의 모음은 한글로 적는다."),
+        Rule("B", "c", "s", "2", "t", "조사 '이다'는 붙여 쓴다."),
+        Rule("C", "c", "s", "3", "t", "ə는 외래어의 모음이며 한글 '어'로 적는다."),
+    ]
+    reasons = ["'이다'는 조사이므로 앞말에 붙여 쓴다.", "[ə]는 외래어의 모음이므로 한글로 적는다."]
+    assert [LexicalScorer(rules).scores(r)[0][0] for r in reasons] == ["B", "C"]
+    monkeypatch.setattr(labels, "QUOTED_WEIGHT", 0.0)
+    assert [LexicalScorer(rules).scores(r)[0][0] for r in reasons] == ["A", "C"]
+    monkeypatch.setattr(labels, "BRACKET_WEIGHT", 0.0)
+    assert [LexicalScorer(rules).scores(r)[0][0] for r in reasons] == ["A", "A"]
+    assert quoted_terms("'먹을 만큼', ‘-(으)ㄹ게’, '먹을만큼'") == ["먹을만큼", "으ㄹ게"]
+    assert bracket_terms("[ˈə], [ə], [한], [p h]") == ["ə"]
 
 
 RULES = [

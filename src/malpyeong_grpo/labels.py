@@ -4,8 +4,10 @@
   lowers the model's perplexity of the gold answer, PPL(answer | question, rule) against PPL(answer | question),
   with teacher-forced log-probs of the answer tokens only; the rule with the largest drop is the label. Rows are
   appended to a JSONL cache as they are computed, so an interrupted run resumes where it stopped.
-* Lexical, cheap and model-free: the rule with the best ROUGE-1 F between the gold reason and one of the rule's
-  passages (a statement line, or a statement with its examples), over Mecab content morphemes.
+* Lexical, cheap and model-free: each rule scores the best IDF-weighted ROUGE-1 F between the gold reason and one
+  of the rule's passages (a statement line, or a statement with its examples), over Mecab content morphemes, plus
+  0.3 x the share of the terms quoted in the reason that the rule contains and 0.3 x the share of the reason's
+  bracketed phonetic symbols ([ə]) that the rule names; the best-scoring rule is the label.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,12 +47,21 @@ def content_morphemes(text: str) -> list[str]:
     return [form for form, tag in _mecab().pos(text) if tag.split("+")[0].startswith(_CONTENT_TAGS)]
 
 
-def rouge1_f(candidate: Sequence[str], reference: Sequence[str]) -> float:
-    """ROUGE-1 F1 of two token sequences (clipped unigram overlap)."""
-    overlap = sum((Counter(candidate) & Counter(reference)).values())
+def rouge1_f(
+    candidate: Sequence[str], reference: Sequence[str], weights: Mapping[str, float] | None = None, default: float = 1.0
+) -> float:
+    """ROUGE-1 F1 of two token sequences (clipped unigram overlap); with ``weights``, each token counts its weight
+    (``default`` for a token not in it) in the overlap, the precision and the recall."""
+    cand, ref = Counter(candidate), Counter(reference)
+
+    def w(t: str) -> float:
+        return default if weights is None else weights.get(t, default)
+
+    overlap = sum(min(n, ref[t]) * w(t) for t, n in cand.items())
     if not overlap:
         return 0.0
-    p, r = overlap / len(candidate), overlap / len(reference)
+    p = overlap / sum(n * w(t) for t, n in cand.items())
+    r = overlap / sum(n * w(t) for t, n in ref.items())
     return 2 * p * r / (p + r)
 
 
@@ -64,20 +76,62 @@ def rule_segments(rule: Rule) -> list[str]:
     return list(dict.fromkeys(rule.statements + units))
 
 
+_QUOTED = re.compile(r"['‘’\"“”]([^'‘’\"“”]{1,30})['‘’\"“”]")
+_BRACKETED = re.compile(r"\[([^\[\]\s가-힣]{1,3})\]")  # a phonetic symbol: [ə], [ˈa], not [한글]
+# Deleted before quoted terms are matched. The parentheses go first, so '(으)' leaves '으' (on both sides alike).
+_NORM = re.compile(r"[\s\-~()（）]|\(으\)")
+QUOTED_WEIGHT = 0.3  # chosen on the 80 items of tests/test_labels.py::HAND_LABELS only
+BRACKET_WEIGHT = 0.3
+
+
+def _norm(text: str) -> str:
+    return _NORM.sub("", text)
+
+
+def quoted_terms(reason: str) -> list[str]:
+    """Distinct terms quoted in a reason ('...', "...", curly quotes), normalised, of 1 to 12 characters."""
+    terms = (_norm(m.group(1)) for m in _QUOTED.finditer(reason))
+    return list(dict.fromkeys(t for t in terms if 1 <= len(t) <= 12))
+
+
+def bracket_terms(reason: str) -> list[str]:
+    """Distinct phonetic symbols bracketed in a reason ([ə] -> 'ə'; stress marks stripped)."""
+    terms = (m.group(1).strip("ˈˌ") for m in _BRACKETED.finditer(reason))
+    return list(dict.fromkeys(t for t in terms if t))
+
+
+def _names_symbol(rule_text: str, symbol: str) -> bool:
+    """Whether a rule names a phonetic symbol: '[ə]' in its text, or a line 'ə는 ...' / 'ə은 ...' (the IPA table)."""
+    return f"[{symbol}]" in rule_text or re.search(r"(^|\n)" + re.escape(symbol) + "[는은]", rule_text) is not None
+
+
 class LexicalScorer:
-    """Scores rules against a gold reason: a rule scores the best ROUGE-1 F of its segments."""
+    """Scores rules against a gold reason: the best IDF-weighted ROUGE-1 F of a rule's segments, plus
+    ``QUOTED_WEIGHT`` x the share of the reason's quoted terms in the rule's text and title, plus ``BRACKET_WEIGHT``
+    x the share of the reason's bracketed phonetic symbols the rule names. IDF is over the rules:
+    log((N + 1) / (df + 0.5)), df = the number of the N rules whose segments contain the morpheme."""
 
     def __init__(self, rules: Sequence[Rule]):
         self.rules = list(rules)
         self.segments = [[content_morphemes(s) for s in rule_segments(r)] for r in self.rules]
+        df = Counter(t for segs in self.segments for t in {t for s in segs for t in s})
+        n = len(self.rules)
+        self.idf = {t: math.log((n + 1) / (d + 0.5)) for t, d in df.items()}
+        self.idf_unseen = math.log((n + 1) / 0.5)
+        self.texts = [_norm(r.text + " " + r.title) for r in self.rules]
 
     def scores(self, reason: str) -> list[tuple[str, float]]:
-        """(rule id, score) for every rule, best first."""
+        """(rule id, score) for every rule, best first (ties: by rule id)."""
         toks = content_morphemes(reason)
-        out = [
-            (r.id, max((rouge1_f(toks, s) for s in segs if s), default=0.0))
-            for r, segs in zip(self.rules, self.segments, strict=True)
-        ]
+        quoted, symbols = quoted_terms(reason), bracket_terms(reason)
+        out = []
+        for rule, segs, text in zip(self.rules, self.segments, self.texts, strict=True):
+            score = max((rouge1_f(toks, s, self.idf, self.idf_unseen) for s in segs if s), default=0.0)
+            if quoted:
+                score += QUOTED_WEIGHT * (sum(q in text for q in quoted) / len(quoted))
+            if symbols:
+                score += BRACKET_WEIGHT * (sum(_names_symbol(rule.text, b) for b in symbols) / len(symbols))
+            out.append((rule.id, score))
         return sorted(out, key=lambda kv: (-kv[1], kv[0]))
 
 
@@ -519,7 +573,8 @@ def report_command(argv: list[str]) -> int:
         "command": "malpyeong-grpo retrieval-report " + " ".join(argv),
         "dev_items": len(dev),
         "labels": {
-            "lexical": "best ROUGE-1 F (content morphemes) between the gold reason and a rule segment",
+            "lexical": "best IDF-weighted ROUGE-1 F (content morphemes) between the gold reason and a rule segment,"
+            " plus quoted-term and phonetic-symbol matches",
             **({"ppl": str(args.ppl_labels)} if args.ppl_labels else {}),
         },
         "retrieval": retrieval,
