@@ -108,7 +108,7 @@ def test_lexical_scorer_quoted_and_bracketed_terms(monkeypatch):
     assert [LexicalScorer(rules).scores(r)[0][0] for r in reasons] == ["A", "C"]
     monkeypatch.setattr(labels, "BRACKET_WEIGHT", 0.0)
     assert [LexicalScorer(rules).scores(r)[0][0] for r in reasons] == ["A", "A"]
-    assert quoted_terms("'먹을 만큼', ‘-(으)ㄹ게’, '먹을만큼'") == ["먹을만큼", "으ㄹ게"]
+    assert quoted_terms("'먹을 만큼', ‘-(으)ㄹ게’, '먹을만큼'") == ["먹을만큼", "ㄹ게"]
     assert bracket_terms("[ˈə], [ə], [한], [p h]") == ["ə"]
 
 
