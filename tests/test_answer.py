@@ -12,6 +12,7 @@ from malpyeong_grpo.answer import (
     normalize_answer,
     parse_answer,
     particle,
+    sentence_count,
 )
 from malpyeong_grpo.data import load_items, split_path
 
@@ -130,3 +131,10 @@ def test_official_golds_parse_and_round_trip(data_dir):
 )
 def test_is_one_sentence(text, one):
     assert is_one_sentence(text) is one
+
+
+def test_is_one_sentence_allows_what_the_gold_quotes():
+    assert sentence_count("네. 또 다른 질문 있으신가요?") == 2 and sentence_count("") == 0
+    assert is_one_sentence("네. 또 다른 질문 있으신가요?", allowed=2)
+    assert not is_one_sentence("네. 또 다른 질문. 있으신가요?", allowed=2)
+    assert not is_one_sentence("첫 줄\n둘째 줄", allowed=2)

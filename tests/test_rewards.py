@@ -74,6 +74,20 @@ def test_format_hand_computed():
         "",
     ]
     assert call("format", completions) == pytest.approx([1, 1, 2 / 3, 2 / 3, 2 / 3, 0, 0])
+    two = '"나는 밥을 먹었다. 너도 먹었다."가 옳다. 이유.'  # a gold that quotes two sentences allows two
+    assert call("format", [two, two], answer=[two, GOLD]) == pytest.approx([1, 2 / 3])
+
+
+def test_format_gives_every_training_gold_full_marks(data_dir):
+    """The format reward does not push the policy away from a well-formed gold answer: 19 of the 622 quote 2+
+    sentences and score 1; only 4 golds miss the form themselves ('…"으가 옳다' twice, a quote opened with '"' and
+    closed with "'", one without '가/이 옳다')."""
+    from malpyeong_grpo.data import load_items, split_path
+
+    golds = [it.answer for it in load_items(split_path("train", data_dir), require_answer=True)]
+    scores = call("format", golds, answer=golds)
+    assert sum(s == 1.0 for s in scores) == len(golds) - 4
+    assert sum(s == 1.0 for s in call("format", golds)) == len(golds) - 4 - 18  # one sentence each, without golds
 
 
 def test_exact_match_hand_computed():

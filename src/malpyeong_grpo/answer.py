@@ -94,7 +94,14 @@ def format_answer(sentence: str, reason: str) -> str:
     return f"{head} {reason}" if reason else head
 
 
-def is_one_sentence(sentence: str) -> bool:
-    """True when the text holds a single sentence: non-empty, one line, no sentence end followed by more text."""
+def sentence_count(text: str) -> int:
+    """Sentences in a one-line text: 1 + the sentence ends followed by more text (0 for an empty text)."""
+    s = text.strip()
+    return 1 + len(_SENTENCE_END.findall(s)) if s else 0
+
+
+def is_one_sentence(sentence: str, allowed: int = 1) -> bool:
+    """True when the text holds a single sentence (at most ``allowed`` ones): non-empty, one line, no sentence
+    end followed by more text. A gold answer may quote more ('네. 또 다른 질문 있으신가요?'): pass its count."""
     s = sentence.strip()
-    return bool(s) and "\n" not in s and not _SENTENCE_END.search(s)
+    return bool(s) and "\n" not in s and sentence_count(s) <= max(1, allowed)

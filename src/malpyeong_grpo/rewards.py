@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .answer import ParsedAnswer, exact_match, is_one_sentence, parse_answer
+from .answer import ParsedAnswer, exact_match, is_one_sentence, parse_answer, sentence_count
 from .prompts import extract_answer
 
 logger = logging.getLogger(__name__)
@@ -106,18 +106,23 @@ def pair_scores(metric: str, preds: Sequence[str], refs: Sequence[str]) -> list[
     return [cache.get((p, r), 0.0) for p, r in zip(preds, refs, strict=True)]
 
 
-def format_score(parsed: ParsedAnswer) -> float:
-    """Mean of three checks: the official split finds '가/이 옳다'; before it stands one quoted sentence; a
-    non-empty reason follows. 0 when there is no split."""
+def format_score(parsed: ParsedAnswer, gold: str = "") -> float:
+    """Mean of three checks: the official split finds '가/이 옳다'; before it stands one quoted sentence (or no
+    more sentences than the gold answer quotes, when given); a non-empty reason follows. 0 when there is no split."""
     if parsed.pattern is None:
         return 0.0
-    quoted = bool(_QUOTED_SENTENCE.match(parsed.answer_part)) and is_one_sentence(parsed.sentence)
+    allowed = sentence_count(parse_answer(gold).sentence) if gold else 1
+    quoted = bool(_QUOTED_SENTENCE.match(parsed.answer_part)) and is_one_sentence(parsed.sentence, allowed)
     return (1.0 + float(quoted) + float(bool(parsed.reason.strip()))) / 3.0
 
 
-def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """Whether the completion has the official answer form (see ``format_score``)."""
-    return [format_score(p) for p in _parsed(completions)]
+def format_reward(
+    prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str] | None = None, **kwargs: Any
+) -> list[float]:
+    """Whether the completion has the official answer form (see ``format_score``; the gold answer, when the
+    dataset has one, sets how many sentences the quote may hold)."""
+    parsed = _parsed(completions)
+    return [format_score(p, g) for p, g in zip(parsed, _golds(answer, len(parsed)), strict=True)]
 
 
 def exact_match_reward(
