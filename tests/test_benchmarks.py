@@ -1,4 +1,5 @@
-"""benchmarks/train_step.py end to end on the tiny model: both sides run in subprocesses and report."""
+"""The benchmarks end to end: train_step.py on the tiny model (both sides in subprocesses), retrieval_holdout.py on
+the official training split."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("train_step", ROOT / "benchmarks" / "train_step.py")
+def _load(name: str = "train_step"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -74,3 +75,17 @@ def test_learning_zero_scores_the_untrained_policy(tiny_model_dir, data_dir):
 def test_unknown_option_is_refused(tiny_model_dir, data_dir):
     with pytest.raises(SystemExit, match="unknown options"):
         _worker(tiny_model_dir, data_dir, "--worker", "ours", "--opts", "warp_drive")
+
+
+def test_retrieval_holdout(data_dir, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = ["--data-dir", str(data_dir), "--holdout", "60", "--methods", "bm25,learned", "--out", str(out)]
+    assert _load("retrieval_holdout").main(argv) == 0
+    rec = json.loads(out.read_text(encoding="utf-8"))["recall"]
+    assert {"bm25 / rules", "learned / rules + train examples", "learned, oracle category"} <= set(rec)
+    learned, oracle = rec["learned / rules + train examples"], rec["learned, oracle category"]
+    assert learned["n_items"] == oracle["n_items"] == 60
+    # dropping rules of other categories can only move the gold rule up
+    assert all(learned[f"recall@{k}"] <= oracle[f"recall@{k}"] for k in (1, 5, 10, 30))
+    assert sum(m["items"] for m in rec["learned, R@5 by gold category"].values()) == 60
+    assert "oracle category" in capsys.readouterr().out
