@@ -91,6 +91,8 @@ def write(tmp_path: Path, name: str, text: str) -> str:
         ("reward_funcs: [rule]\n", [], "the 'rule' reward needs rules_file"),
         ("prompt_format: markdown\n", [], "prompt_format must be one of"),
         ("checkpoint_prompt: true\n", [], "checkpoint_prompt needs share_prompt_prefix"),
+        ("retrieval_method: learned\n", ["--rules_file", __file__], "retrieval_method learned needs labels_file"),
+        ("retrieval_method: tfidf\n", [], "retrieval_method must be one of"),
         ("num_shots: 1\n", ["--train_file", "/nonexistent/train.json"], "train_file /nonexistent/train.json: file not"),
         ("num_generations: 3\nper_device_train_batch_size: 4\n", [], "divisible by num_generations"),
     ],

@@ -184,6 +184,27 @@ def test_learned_retriever_needs_labelled_examples(tmp_path, capsys):
     assert "error: --method learned needs --examples and --example-labels" in err and len(err.splitlines()) == 1
 
 
+def test_build_contexts_learns_from_labelled_examples(tmp_path):
+    """Training contexts with ``method='learned'``: the labelled examples teach which rule a question rests on;
+    no labels, no learned retrieval."""
+    rules_path = tmp_path / "rules.jsonl"
+    write_rules(OPAQUE_RULES, rules_path)
+    train, labels = _learned_train()
+    labels_path = tmp_path / "l.jsonl"
+    labels_path.write_text(
+        "".join(json.dumps({"id": i, "rule_id": r}) + "\n" for i, r in labels.items()), encoding="utf-8"
+    )
+    query = _item("d1", f'"{TRAFFIC} {{되어/돼}}" 가운데 올바른 것을 선택하고')
+    ctx = build_contexts(
+        [query], rules_path, labels_path=labels_path, k=1, include_gold=False, method="learned", examples=train
+    )
+    assert ctx["d1"].rule_ids == ["R가"]
+    bm25 = build_contexts([query], rules_path, labels_path=labels_path, k=3, include_gold=False, examples=train)
+    assert len(bm25["d1"].rule_ids) == 3  # the examples serve BM25 too
+    with pytest.raises(DataError, match="'learned' needs labelled training examples"):
+        build_contexts([query], rules_path, k=1, method="learned", examples=train)
+
+
 def test_learned_retrieve_command(tmp_path):
     rules_path = tmp_path / "rules.jsonl"
     write_rules(OPAQUE_RULES, rules_path)

@@ -129,6 +129,10 @@ def test_rule_context_columns_from_retrieval(data_dir, tiny_model_dir, tmp_path)
     unlabelled = [r for r in train_ds if r["id"] not in ("sample-07", "sample-26")]
     assert all(r["gold_rule"] == "" and len(r["rule_ids"]) == 2 for r in unlabelled)
     assert all(r["gold_rule_id"] == "" for r in val_ds)
+    args, _, _ = parse_args([*argv, "--retrieval_method", "learned"], GRPOConfig, "t")  # learns from labels_file
+    learned_ds, _, _ = train.build_datasets(args, load_tokenizer(str(tiny_model_dir)))
+    assert all(len(r["rule_ids"]) == 2 for r in learned_ds)
+    assert {r["id"]: r["gold_rule_id"] for r in learned_ds} == {r["id"]: r["gold_rule_id"] for r in train_ds}
 
 
 def test_resolve_checkpoint(tmp_path):
@@ -148,7 +152,7 @@ def test_resolve_checkpoint(tmp_path):
         train.resolve_checkpoint(str(tmp_path / "checkpoint-10"), str(tmp_path))
 
 
-def fake_contexts(args, items, include_gold):
+def fake_contexts(args, items, include_gold, pool=()):
     """What retrieval.build_contexts returns, for items of the sample set: two candidates, the first the gold."""
     return {
         it.id: SimpleNamespace(

@@ -19,7 +19,7 @@ from .data import DataError, read_jsonl
 
 DEFAULT_REWARDS = ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
 PROMPT_FORMATS = ("auto", "chat", "text")
-RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
+RETRIEVAL_METHODS = ("bm25", "dense", "hybrid", "learned")
 RECORDED_PACKAGES = (
     "torch",
     "transformers",
@@ -88,7 +88,10 @@ class ScriptArguments:
     include_gold_context: bool = field(
         default=True, metadata={"help": "In training, make sure the gold rule is among the candidates."}
     )
-    retrieval_method: str = field(default="bm25", metadata={"help": "bm25, dense or hybrid (without retrieved_file)."})
+    retrieval_method: str = field(
+        default="bm25",
+        metadata={"help": "bm25, dense, hybrid or learned (needs labels_file), without retrieved_file."},
+    )
     # speed
     freeze_embeddings: bool = field(
         default=False,
@@ -150,6 +153,8 @@ class ScriptArguments:
             problems.append(f"{where}: checkpoint_prompt needs share_prompt_prefix")
         if self.retrieval_method not in RETRIEVAL_METHODS:
             problems.append(f"{where}: retrieval_method must be one of {', '.join(RETRIEVAL_METHODS)}")
+        elif self.retrieval_method == "learned" and self.rules_file and not (self.labels_file or self.retrieved_file):
+            problems.append(f"{where}: retrieval_method learned needs labels_file (the labels it learns from)")
         unknown = [r for r in self.reward_funcs if r not in REWARDS]
         if unknown:
             problems.append(f"{where}: unknown reward(s) {', '.join(unknown)} (known: {', '.join(REWARDS)})")

@@ -578,11 +578,14 @@ def build_contexts(
     seed: int = 0,
     method: str = "bm25",
     max_chars: int | None = 600,
+    examples: Sequence[Item] = (),
 ) -> dict[str, ItemContext]:
     """Rule contexts for items: the top-k retrieved rules (from ``retrieved_path``, else retrieved now with
-    ``method``), formatted with ``format_rule(rule, max_chars)``. With ``include_gold`` and a gold label (from
-    ``labels_path``) the gold rule is always among the k candidates (when retrieval missed it, it replaces the
-    last one) and the candidates are shuffled by (seed, item id), so that the gold's place tells nothing."""
+    ``method``; with ``examples`` and labels, the labelled ``examples`` are example passages too, as ``retrieve
+    --examples`` does, and ``learned`` learns from them), formatted with ``format_rule(rule, max_chars)``. With
+    ``include_gold`` and a gold label (from ``labels_path``) the gold rule is always among the k candidates (when
+    retrieval missed it, it replaces the last one) and the candidates are shuffled by (seed, item id), so that the
+    gold's place tells nothing."""
     rules = load_rules(rules_path)
     by_id = {r.id: r for r in rules}
     labels: dict[str, str] = {}
@@ -603,7 +606,10 @@ def build_contexts(
         if bad:
             raise DataError([f"{retrieved_path}: rule id {b!r} is not in {rules_path}" for b in bad[:5]])
     else:
-        retrieved = {row["id"]: row["rule_ids"] for row in retrieve(items, rules, method, k)}
+        passages = example_passages(examples, labels) if examples and labels else []
+        if method == "learned" and not passages:
+            raise DataError(["retrieval method 'learned' needs labelled training examples (a labels file)"])
+        retrieved = {row["id"]: row["rule_ids"] for row in retrieve(items, rules, method, k, passages)}
     out: dict[str, ItemContext] = {}
     for it in items:
         ids = list(dict.fromkeys(retrieved[it.id]))[:k]

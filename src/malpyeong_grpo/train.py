@@ -58,8 +58,12 @@ def use_chat(args: ScriptArguments, tokenizer: Any) -> bool:
     return {"auto": has_chat_template(tokenizer), "chat": True, "text": False}[args.prompt_format]
 
 
-def rule_contexts(args: ScriptArguments, items: Sequence[Item], include_gold: bool) -> dict[str, Any]:
-    """Rule context per item id (issue 5's ``retrieval.build_contexts``); empty unless ``rules_file`` is set."""
+def rule_contexts(
+    args: ScriptArguments, items: Sequence[Item], include_gold: bool, pool: Sequence[Item] = ()
+) -> dict[str, Any]:
+    """Rule context per item id (issue 5's ``retrieval.build_contexts``); empty unless ``rules_file`` is set. The
+    labelled items of ``pool`` (the training part) are retrieval examples: an item never sees its own label
+    (leave-one-out; ``learned``: cross-fitting)."""
     if not args.rules_file or not items:
         return {}
     from .retrieval import build_contexts
@@ -73,6 +77,7 @@ def rule_contexts(args: ScriptArguments, items: Sequence[Item], include_gold: bo
         include_gold=include_gold,
         seed=args.split_seed,
         method=args.retrieval_method,
+        examples=pool,
     )
 
 
@@ -120,8 +125,9 @@ def split_rows(
         train = train[: args.max_items]
     if not train:
         raise DataError([f"{source}: no training items left after the holdout (fraction {args.holdout_fraction})"])
-    train_rows = prompt_rows(train, train, args, tokenizer, rule_contexts(args, train, args.include_gold_context))
-    val_rows = prompt_rows(val, train, args, tokenizer, rule_contexts(args, val, False)) if val else []
+    contexts = rule_contexts(args, train, args.include_gold_context, pool=train)
+    train_rows = prompt_rows(train, train, args, tokenizer, contexts)
+    val_rows = prompt_rows(val, train, args, tokenizer, rule_contexts(args, val, False, pool=train)) if val else []
     info = {
         "source": source,
         "items": len(items),
