@@ -215,7 +215,13 @@ def heldout_reward(trainer, script, n: int) -> dict:
     weights = trainer.args.reward_weights or [1.0] * len(funcs)
     per_func = [f(prompts=rows["prompt"], completions=texts, **extra) for f in funcs]
     total = [sum(w * r[i] for w, r in zip(weights, per_func, strict=True)) for i in range(len(texts))]
-    return {"heldout_items": len(texts), "heldout_reward": round(sum(total) / len(total), 4)}
+    return {
+        "heldout_items": len(texts),
+        "heldout_reward": round(sum(total) / len(total), 4),
+        "heldout_by_reward": {
+            name: round(sum(r) / len(r), 4) for name, r in zip(script.reward_funcs, per_func, strict=True)
+        },
+    }
 
 
 def worker(args: argparse.Namespace) -> dict:

@@ -63,6 +63,7 @@ def test_side_by_side_reports_both_sides_and_the_ratio(tmp_path, tiny_model_dir,
 def test_learning_mode_scores_the_holdout_after_the_budget(tiny_model_dir, data_dir):
     res = _worker(tiny_model_dir, data_dir, "--worker", "trl", "--learning", "1", "--heldout", "3")
     assert res["heldout_items"] == 3 and 0.0 <= res["heldout_reward"] <= 1.0
+    assert set(res["heldout_by_reward"]) == {"format"}
     assert res["steps"] >= 1 and res["settings"]["learning_rate"] == 1e-5  # aligned with the recipe
 
 
