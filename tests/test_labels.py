@@ -62,6 +62,8 @@ def test_hand_labels_need_the_labelled_question():
     """A label is used only for the item whose question it was made for (same id, other question: none)."""
     items = [Item("1", "선택형", "다른 질문", '"가"가 옳다.')]
     assert hand_labels(items) == {}
+    with pytest.raises(ValueError, match="hand label set 'dev'"):
+        hand_labels(items, "dev")
 
 
 def test_lexical_scorer_quoted_and_bracketed_terms(monkeypatch):

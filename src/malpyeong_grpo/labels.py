@@ -165,6 +165,8 @@ def hand_labels(items: Sequence[Item], which: str | None = None) -> dict[str, st
     import hashlib
     from importlib.resources import files
 
+    if which not in (None, *HAND_LABEL_SETS):
+        raise ValueError(f"hand label set {which!r}: expected one of {', '.join(HAND_LABEL_SETS)} or None")
     data = json.loads(files(__package__).joinpath("hand_labels.json").read_text(encoding="utf-8"))
     labelled = {k: v for name in HAND_LABEL_SETS if which in (None, name) for k, v in data[name].items()}
     out = {}
