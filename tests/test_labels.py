@@ -212,4 +212,7 @@ def test_retrieval_report_with_tiny_model(data_dir, tiny_model_dir, tmp_path):
     assert len(caches) == 3 and all(len(t.splitlines()) == 2 for t in before)
     assert main(argv) == 0  # cached completions are reused, not generated again
     assert [p.read_text(encoding="utf-8") for p in caches] == before
+    assert main([*argv, "--context-k", "1"]) == 0  # other retrieved prompts are generated again, the rest reused
+    after = [p.read_text(encoding="utf-8") for p in caches]
+    assert after[0] == before[0] and after[2] == before[2] and len(after[1].splitlines()) == 4
     assert main([*argv[:-2], "--oracle", "ppl", "--out-dir", str(out)]) == 2  # the PPL oracle needs --ppl-labels

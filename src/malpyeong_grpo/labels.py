@@ -447,12 +447,20 @@ def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def _generate_cached(
     cache: Path, items: Sequence[Item], prompts: Sequence[Any], model: Any, tokenizer: Any, config: dict, args: Any
 ) -> dict[str, str]:
-    """Completions per item id, appended to a JSONL cache as each batch finishes (resumable)."""
+    """Completions per item id, appended to a JSONL cache as each batch finishes (resumable). A cached completion
+    is reused only for the same settings and the same prompt (its SHA-256), so new labels or retrievals that change
+    a prompt generate again."""
+    import hashlib
+
     from .predict import generate_answers
 
+    digests = {
+        it.id: hashlib.sha256(json.dumps(p, ensure_ascii=False).encode()).hexdigest()
+        for it, p in zip(items, prompts, strict=True)
+    }
     done = {}
     for row in read_jsonl(cache):
-        if row.get("config") == config:
+        if row.get("config") == config and row.get("prompt_sha256") == digests.get(row.get("id")):
             done[row["id"]] = row["completion"]
     todo = [(it, p) for it, p in zip(items, prompts, strict=True) if it.id not in done]
     for start in range(0, len(todo), args.batch_size):
@@ -466,7 +474,7 @@ def _generate_cached(
             progress=False,
         )
         for (it, _), text in zip(chunk, outs, strict=True):
-            append_jsonl(cache, {"id": it.id, "completion": text, "config": config})
+            append_jsonl(cache, {"id": it.id, "completion": text, "config": config, "prompt_sha256": digests[it.id]})
             done[it.id] = text
     return done
 
