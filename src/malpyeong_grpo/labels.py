@@ -583,6 +583,16 @@ def report_command(argv: list[str]) -> int:
     if args.ppl_labels:
         label_sets["ppl"] = load_labels(args.ppl_labels)
     examples = example_passages(train, {r["id"]: r["rule_id"] for r in lex_train})
+    # the hand-labelled training items (each retrieved without its own label) go through the same retrievers
+    hand_sets = {name: hand_labels(train, name) for name in HAND_LABEL_SETS}
+    hand = {i: g for gold in hand_sets.values() for i, g in gold.items()}
+    hand_items = [it for it in train if it.id in hand]
+    lex_all = {r["id"]: r["rule_id"] for r in lex_train}
+    hand_report: dict[str, Any] = {
+        "n_items": len(hand_items),
+        "labeller": {n: [sum(lex_all[i] == g for i, g in gold.items()), len(gold)] for n, gold in hand_sets.items()},
+        "retrieval": {},
+    }
     embed = _memo(default_embed)
     retrieval: dict[str, Any] = {}
     retrieved_by: dict[str, dict[str, list[str]]] = {}
@@ -592,24 +602,15 @@ def report_command(argv: list[str]) -> int:
                 continue  # the learned retriever learns from the labelled training examples
             name = f"{method} / {variant}"
             print(f"retrieval: {name}", file=sys.stderr)
-            rows = retrieve(dev, rules, method, REPORT_K, exs, embed)
-            got = {r["id"]: r["rule_ids"] for r in rows}
+            rows = retrieve(dev + hand_items, rules, method, REPORT_K, exs, embed)  # one index for both
+            dev_rows = rows[: len(dev)]
+            got = {r["id"]: r["rule_ids"] for r in dev_rows}
             retrieved_by[name] = got
             slug = f"{method}{'_examples' if exs else ''}"
-            _write_rows(out_dir / f"retrieved_dev_{slug}.jsonl", rows)
+            _write_rows(out_dir / f"retrieved_dev_{slug}.jsonl", dev_rows)
             retrieval[name] = {lab: retrieval_metrics(got, ls, REPORT_KS) for lab, ls in label_sets.items()}
-    hand = hand_labels(train)
-    hand_items = [it for it in train if it.id in hand]
-    hand_report: dict[str, Any] = {"n_items": len(hand_items), "labeller": {}, "retrieval": {}}
-    lex_all = {r["id"]: r["rule_id"] for r in lex_train}
-    for name in HAND_LABEL_SETS:
-        gold = hand_labels(train, name)
-        hand_report["labeller"][name] = [sum(lex_all[i] == g for i, g in gold.items()), len(gold)]
-    for name in retrieval if hand_items else []:  # same retrievers, on the hand-labelled training items
-        method, variant = name.split(" / ")
-        print(f"retrieval on the hand-labelled training items: {name}", file=sys.stderr)
-        rows = retrieve(hand_items, rules, method, REPORT_K, examples if "examples" in variant else [], embed)
-        hand_report["retrieval"][name] = retrieval_metrics({r["id"]: r["rule_ids"] for r in rows}, hand, REPORT_KS)
+            hand_got = {r["id"]: r["rule_ids"] for r in rows[len(dev) :]}
+            hand_report["retrieval"][name] = retrieval_metrics(hand_got, hand, REPORT_KS)
     report: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os_cpus()} CPU cores, no GPU" if not _cuda() else "GPU",
