@@ -67,9 +67,15 @@ def test_no_reason_and_no_pattern():
     assert parse_answer(None).answer_part == ""  # type: ignore[arg-type]
 
 
-def test_reason_keeps_leading_newline():
-    # only ' ', '.' and ',' are stripped from the start of the reason
+def test_reason_is_stripped_then_lstripped_as_officially():
+    # official: reason = rest.strip().lstrip('., '): whitespace around it goes first, then leading '.', ',' and ' '
+    assert parse_answer('"X"가 옳다.\n').reason == ""  # "\n" before: no reason pair, as officially
+    assert parse_answer('"X"가 옳다\n. 이유').reason == "이유"
+    assert parse_answer('"X"가 옳다 \t ,. 이유 \n').reason == "이유"
+    assert parse_answer('"X"가 옳다. \t').reason == ""
+    # a newline or tab after the '.', ',' and spaces stays: lstrip('., ') does not take it (official behaviour)
     assert parse_answer('"a"가 옳다.\n이유').reason == "\n이유"
+    assert parse_answer('"a"가 옳다. \t이유').reason == "\t이유"
 
 
 def test_em_strips_whitespace_and_quotes_only():
@@ -79,15 +85,38 @@ def test_em_strips_whitespace_and_quotes_only():
     assert exact_match("", gold) == 0.0
 
 
-def test_hash_alternatives():
-    gold = '"먹든지 말든지"가 옳다#"먹던지 말던지"가 옳다. 이유'
-    assert gold_alternatives(gold) == ["먹든지 말든지가 옳다", "먹던지 말던지가 옳다"]
+def test_hash_alternatives_split_the_normalised_answer_part():
+    # official: cut at the pattern, normalise (quotes deleted, stripped), THEN split on '#', each piece stripped
+    gold = '"먹든지 말든지#먹던지 말던지"가 옳다. 이유'
+    assert gold_alternatives(gold) == ["먹든지 말든지", "먹던지 말던지가 옳다"]
     assert exact_match('"먹던지 말던지"가 옳다. 다른 이유', gold) == 1.0
-    assert exact_match('"먹든지 말든지"가 옳다.', gold) == 1.0
-    assert exact_match('"먹고 말고"가 옳다.', gold) == 0.0
-    # a '#' inside the first answer is part of it, not a separator
-    assert gold_alternatives('"C# 언어를 배운다."가 옳다. 이유') == ["C# 언어를 배운다.가 옳다"]
+    assert exact_match('"먹든지 말든지"가 옳다.', gold) == 0.0  # 'A가 옳다' is not the first piece 'A' ...
+    assert exact_match("먹든지 말든지", gold) == 1.0  # ... the bare sentence (no pattern, no reason) is
+    assert exact_match('"B"가 옳다', '"A"#"B"가 옳다') == 1.0  # the case
+    assert exact_match('"A"가 옳다', '"A" # "B"가 옳다') == 0.0 and exact_match("A", '"A" # "B"가 옳다') == 1.0
+    # whole answers joined by '#': the split at the first pattern comes first, the rest is the reason
+    two = '"A"가 옳다#"B"가 옳다. 이유'
+    assert gold_alternatives(two) == ["A가 옳다"] and parse_answer(two).reason == '#"B"가 옳다. 이유'
+    assert exact_match('"B"가 옳다', two) == 0.0
+    # a '#' inside a sentence splits it too: the whole answer no longer matches, its pieces do
+    c_sharp = '"C# 언어를 배운다."가 옳다. 이유'
+    assert gold_alternatives(c_sharp) == ["C", "언어를 배운다.가 옳다"]
+    assert exact_match(c_sharp, c_sharp) == 0.0
+    assert exact_match('"언어를 배운다."가 옳다', c_sharp) == 1.0 and exact_match("C", c_sharp) == 1.0
+    # the prediction is never split; a '#' in the reason does not matter
     assert gold_alternatives('"가"가 옳다. 근거는 #3 항이다.') == ["가가 옳다"]
+    assert exact_match('"A#B"가 옳다', '"A#B"가 옳다') == 0.0  # gold pieces 'A', 'B가 옳다'; prediction 'A#B가 옳다'
+    # '#' in a gold without a pattern: the whole stripped text is the answer part
+    assert gold_alternatives(' "x" # y ') == ["x", "y"]
+
+
+def test_em_on_both_patterns_and_surrounding_whitespace():
+    assert exact_match(' \n"A"이 옳다 \t', '"A"이 옳다. 이유') == 1.0
+    # '가 옳다' anywhere wins over an earlier '이 옳다', in prediction and gold alike
+    gold = '"밥"이 옳다. 그러나 "죽"가 옳다.'
+    assert gold_alternatives(gold) == ["밥이 옳다. 그러나 죽가 옳다"]
+    assert exact_match('"밥"이 옳다. 다른 이유', gold) == 0.0
+    assert exact_match("", "") == 1.0 and exact_match("   ", '""') == 1.0  # both normalise to ''
 
 
 def test_particle_and_format_answer():

@@ -120,7 +120,7 @@ def test_breakdown_means_skip_missing_values():
 @pytest.mark.slow
 def test_evaluate_with_the_scorer(tiny_model_dir, data_dir, tmp_path):
     """The official scorer's numbers land in the result unchanged (stand-in encoders under their own keys)."""
-    from malpyeong_grpo.metrics import get_suite, score
+    from malpyeong_grpo.metrics import get_suite, metric_name, score
 
     out = tmp_path / "eval"
     argv = [a for a in _argv(tiny_model_dir, data_dir, out) if a != "--em-only"]
@@ -130,8 +130,84 @@ def test_evaluate_with_the_scorer(tiny_model_dir, data_dir, tmp_path):
     golds = {it.id: it.answer for it in load_items(split_path("dev", data_dir))[:12]}
     direct = score({p["id"]: p["output"]["answer"] for p in preds}, golds, get_suite(device="cpu"))
     for key in ("exact_match", "rouge_1", "final", "descriptive_avg"):
+        key = metric_name(key, direct["encoders"])
         assert result["scores"][key] == pytest.approx(direct[key])
     assert result["scores"]["scorer"] == "malpyeong_grpo.metrics"
     assert all("rouge_1" in row for row in result["items"].values())
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "rouge_1" in report and ("stand-in" in report or direct["final_official"])
+    if not direct["final_official"]:  # no stand-in number under an official name, in the result or the report
+        official = {"bertscore", "bleurt", "descriptive_avg", "final"}
+        rows = [result["scores"], *result["items"].values(), *(w["scores"] for w in result["worst"])]
+        rows += [*result["by_type"].values()]
+        assert not [k for row in rows for k, v in row.items() if k in official and isinstance(v, float)]
+        assert "| final |" not in report and "final_standin" in report
+
+
+def _scored_result(scores: dict, items: dict) -> dict:
+    """A minimal run result as ``evaluate`` writes it, with the given scores and per-item scores."""
+    return {
+        "run": "r1",
+        "created": "2026-01-01T00:00:00+00:00",
+        "data": "dev.json",
+        "command": "malpyeong-grpo evaluate ...",
+        "settings": {"model": "m", "num_shots": 0, "context_k": 0, "num_beams": 1, "max_new_tokens": 8},
+        "repaired": True,
+        "generated": 0,
+        "seconds": 0.0,
+        "scores": scores,
+        "repairs": {"answers": 1, "repaired": 0},
+        "by_type": breakdown({"1": "교정형"}, items),
+        "by_category": None,
+        "worst": [],
+        "items": items,
+    }
+
+
+STANDIN_ENCODERS = {"bertscore": {"official": False, "label": "bertscore-standin: e5"}, "bleurt": {"official": False}}
+STANDIN_SCORES = {
+    "exact_match": 1.0,
+    "rouge_1": 0.5,
+    "bertscore_standin": 0.9,
+    "bleurt_proxy": 0.8,
+    "descriptive_avg_standin": 0.7333,
+    "final_standin": 0.8667,
+    "final_official": False,
+    "n_items": 1,
+    "encoders": STANDIN_ENCODERS,
+    "exact_match_unrepaired": 1.0,
+    "parsed": 1.0,
+}
+
+
+def test_report_and_plot_never_show_a_standin_number_under_an_official_name(tmp_path):
+    from malpyeong_grpo import evaluate
+
+    legacy = dict(STANDIN_SCORES)  # an older result.json: stand-in aggregates under the official keys
+    legacy["final"], legacy["descriptive_avg"] = legacy.pop("final_standin"), legacy.pop("descriptive_avg_standin")
+    new = _scored_result(STANDIN_SCORES, {"1": {"exact_match": 1.0, "rouge_1": 0.5, "final_standin": 0.8667}})
+    old = _scored_result(legacy, {"1": {"exact_match": 1.0}}) | {"run": "r0"}
+    for scores in (STANDIN_SCORES, legacy):
+        names = list(evaluate._metrics(scores))
+        assert names[:2] == ["final_standin", "descriptive_avg_standin"], names
+        assert not {"final", "descriptive_avg", "bertscore", "bleurt"} & set(names)
+    cols = evaluate._metric_columns([old, new])
+    assert cols[:2] == ["final_standin", "descriptive_avg_standin"] and "final" not in cols
+    report = evaluate.render_report(new, [old, new])
+    header = next(line for line in report.splitlines() if line.startswith("| run |"))
+    assert "final_standin" in header and "| final |" not in header and "| descriptive_avg |" not in header
+    row_old = next(line for line in report.splitlines() if line.startswith("| `r0`"))
+    assert "86.67" in row_old  # the legacy run's stand-in final, shown under final_standin
+    assert "| final | " not in report and "`final_standin` are not the official metrics" in report
+    assert "| final_standin | 86.67 |" in report
+    evaluate.plot_runs([old, new], tmp_path / "m.png")  # labels come from the same columns
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_official_scores_keep_the_official_names():
+    from malpyeong_grpo import evaluate
+
+    scores = {"exact_match": 1.0, "rouge_1": 0.5, "bertscore": 0.9, "bleurt": 0.8, "descriptive_avg": 0.7,
+              "final": 0.85, "final_official": True, "encoders": {"bertscore": {"official": True}}}  # fmt: skip
+    assert list(evaluate._metrics(scores))[:2] == ["final", "descriptive_avg"]
+    assert {"bertscore", "bleurt"} <= set(evaluate._metrics(scores))

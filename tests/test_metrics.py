@@ -10,7 +10,7 @@ import pytest
 
 from malpyeong_grpo import metrics
 from malpyeong_grpo.data import DataError, load_items, split_path
-from malpyeong_grpo.metrics import MetricSuite, morphs, rouge1_f, score
+from malpyeong_grpo.metrics import MetricSuite, metric_name, morphs, rouge1_f, score
 
 
 # ---------------------------------------------------------------- ROUGE-1
@@ -95,6 +95,23 @@ class FixedSuite(MetricSuite):
         return [0.25] * len(preds)
 
 
+OFFICIAL_NAMES = ("bertscore", "bleurt", "descriptive_avg", "final")
+
+
+def _numbers_under(value, names) -> list[str]:
+    """The paths in a JSON-like value where one of ``names`` is a key whose value is a number."""
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in names and isinstance(v, int | float) and not isinstance(v, bool):
+                found.append(k)
+            found += [f"{k}/{p}" for p in _numbers_under(v, names)]
+    elif isinstance(value, list):
+        for v in value:
+            found += _numbers_under(v, names)
+    return found
+
+
 GOLDS = {
     "1": '"사과를 먹었다."가 옳다. 사과를 먹는다.',
     "2": '"밥을 먹었다."가 옳다. 밥을 먹었다.',
@@ -115,11 +132,12 @@ def test_score_perturbed_predictions_hand_computed():
     assert res["exact_match"] == 0.5 and res["n_items"] == 4 and res["n_reason_pairs"] == 3
     assert res["rouge_1"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3, abs=1e-12)
     assert suite.calls == [("bertscore", 3), ("bleurt", 3)]  # one batch per metric
-    # stand-ins: never under the official keys
-    assert res["bertscore"] is None and res["bleurt"] is None
+    # stand-ins: never under the official keys, nor anything built on them
+    assert not set(OFFICIAL_NAMES) & set(res) and not any(set(OFFICIAL_NAMES) & set(r) for r in res["items"].values())
     assert res["bertscore_standin"] == 0.5 and res["bleurt_proxy"] == 0.25
     desc = (5 / 9 + 0.5 + 0.25) / 3
-    assert res["descriptive_avg"] == pytest.approx(desc) and res["final"] == pytest.approx((0.5 + desc) / 2)
+    assert res["descriptive_avg_standin"] == pytest.approx(desc)
+    assert res["final_standin"] == pytest.approx((0.5 + desc) / 2)
     assert res["final_official"] is False
     assert res["encoders"]["bertscore"]["official"] is False and "e5" in res["encoders"]["bertscore"]["label"]
     items = res["items"]
@@ -129,22 +147,44 @@ def test_score_perturbed_predictions_hand_computed():
         "rouge_1": None,
         "bertscore_standin": None,
         "bleurt_proxy": None,
-        "final": 0.5,
+        "final_standin": 0.5,
     }
     assert items["1"]["rouge_1"] == pytest.approx(2 / 3)
-    assert items["1"]["final"] == pytest.approx((1 + (2 / 3 + 0.75) / 3) / 2)
+    assert items["1"]["final_standin"] == pytest.approx((1 + (2 / 3 + 0.75) / 3) / 2)
 
 
 def test_score_official_encoders_use_official_keys():
-    res = score(GOLDS, GOLDS, FixedSuite(official=True))
+    res = score(GOLDS, GOLDS, FixedSuite(official=True), per_item=True)
     assert res["bertscore"] == 0.5 and res["bleurt"] == 0.25 and res["final_official"] is True
-    assert "bertscore_standin" not in res and "bleurt_proxy" not in res
+    assert not {"bertscore_standin", "bleurt_proxy", "descriptive_avg_standin", "final_standin"} & set(res)
     assert res["exact_match"] == 1.0 and res["rouge_1"] == 1.0
+    assert res["descriptive_avg"] == pytest.approx((1 + 0.5 + 0.25) / 3)
+    assert res["final"] == pytest.approx((1 + res["descriptive_avg"]) / 2) and "final" in res["items"]["1"]
+
+
+def test_metric_name_follows_the_encoders_each_metric_depends_on():
+    official = {"bertscore": True, "bleurt": True}
+    mixed = {"bertscore": metrics.EncoderInfo("b", "/x", True, "b"), "bleurt": {"official": False, "label": "p"}}
+    assert [metric_name(m, official) for m in OFFICIAL_NAMES] == list(OFFICIAL_NAMES)
+    assert [metric_name(m, mixed) for m in OFFICIAL_NAMES] == [
+        "bertscore",
+        "bleurt_proxy",
+        "descriptive_avg_standin",
+        "final_standin",
+    ]
+    assert [metric_name(m, MetricSuite()) for m in OFFICIAL_NAMES] == [
+        "bertscore_standin",
+        "bleurt_proxy",
+        "descriptive_avg_standin",
+        "final_standin",
+    ]
+    assert metric_name("exact_match", {}) == "exact_match" and metric_name("rouge_1", MetricSuite()) == "rouge_1"
+    assert metric_name("format", {}) == "format"
 
 
 def test_score_with_no_reasons_at_all():
     res = score({"1": '"사과를 먹었다."가 옳다'}, {"1": GOLDS["1"]}, FixedSuite())
-    assert res["n_reason_pairs"] == 0 and res["rouge_1"] == 0.0 and res["final"] == 0.5
+    assert res["n_reason_pairs"] == 0 and res["rouge_1"] == 0.0 and res["final_standin"] == 0.5
 
 
 def test_ids_are_matched_not_positions():
@@ -309,17 +349,20 @@ def test_score_command_on_dev_against_itself(data_dir, tmp_path, capsys):
     assert main(["score", "--pred", dev, "--gold", dev, "--out", str(out), "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "BERTScore stand-in" in captured.out and "BLEURT proxy" in captured.out
+    assert "final stand-in*" in captured.out and "descriptive avg stand-in*" in captured.out
     assert "bertscore-standin: multilingual-e5-small" in captured.out
     assert "bleurt-proxy: cosine of mean-pooled multilingual-e5-small embeddings" in captured.out
     assert "note: BERTScore: no local bert-base-multilingual-cased checkpoint" in captured.err
     res = json.loads(out.read_text(encoding="utf-8"))
     assert res["exact_match"] == 1.0 and res["rouge_1"] == 1.0
     assert res["n_items"] == 127 and res["n_reason_pairs"] == 126  # dev item 685 has no reason after the split
-    assert res["bertscore"] is None and res["bertscore_standin"] == pytest.approx(1.0, abs=1e-5)
-    assert res["bleurt"] is None and res["bleurt_proxy"] == pytest.approx(1.0, abs=1e-5)
+    assert res["bertscore_standin"] == pytest.approx(1.0, abs=1e-5)
+    assert res["bleurt_proxy"] == pytest.approx(1.0, abs=1e-5)
+    assert res["final_standin"] == pytest.approx(1.0, abs=1e-5) and res["descriptive_avg_standin"] > 0.99999
     assert res["final_official"] is False and len(res["items"]) == 127
+    assert _numbers_under(res, OFFICIAL_NAMES) == []  # no stand-in number under an official name, per item neither
     row = next(line for line in captured.out.splitlines() if "100.00" in line)
-    assert row.count("100.00") == 6  # final, descriptive avg, EM, BLEURT proxy, BERTScore stand-in, ROUGE-1
+    assert row.count("100.00") == 6  # final, descriptive avg (stand-ins), EM, BLEURT proxy, BERTScore stand-in, ROUGE-1
 
 
 def test_score_command_errors_are_one_line(data_dir, tmp_path, capsys):

@@ -68,8 +68,9 @@ def test_parse_answer_splits_at_the_first_pattern(text):
     end = at + len(pattern)
     assert parsed.pattern == pattern
     assert parsed.answer_part == text[:end]
-    assert text[end:].endswith(parsed.reason) and not parsed.reason.startswith((" ", ".", ","))
-    assert text[end : len(text) - len(parsed.reason)].strip(" .,") == ""
+    assert parsed.reason in text[end:] and not parsed.reason.startswith((" ", ".", ","))
+    assert parsed.reason == parsed.reason.rstrip()  # stripped first, so never whitespace-only
+    assert (parsed.reason == "") == (text[end:].strip().strip("., ") == "")
     assert '"' not in parsed.normalized and "'" not in parsed.normalized
 
 
@@ -135,15 +136,25 @@ clean_sentence = st.text(plain_char, min_size=1, max_size=30).filter(
 
 @FAST
 @given(st.lists(clean_sentence, min_size=1, max_size=4), st.data())
-@example(["C 언어", "C# 언어"], None)
+@example(["C 언어", "C++ 언어"], None)
+@example(["먹든지 말든지", "먹던지 말던지"], None)
 def test_exact_match_accepts_every_gold_alternative(sentences, data):
-    """A gold listing whole answers separated by '#' ('"A"가 옳다#"B"가 옳다. 이유') accepts each of them."""
-    heads = [format_answer(s, "") for s in sentences]  # '"A"가 옳다.'
-    gold = "#".join(h.removesuffix(".") for h in heads) + ". 이유"
-    pick = 0 if data is None else data.draw(st.integers(0, len(sentences) - 1))
-    if "#" in "".join(sentences):  # (the explicit example: '#' inside an answer is no separator)
-        return
-    assert exact_match(format_answer(sentences[pick], "다른 이유"), gold) == 1.0
+    """A gold listing sentences separated by '#' inside one answer part ('"A#B"가 옳다. 이유') accepts, as the
+    official scorer, the bare sentence for every piece but the last, and the full answer for the last."""
+    gold = '"' + "#".join(sentences) + '"가 옳다. 이유'
+    pick = len(sentences) - 1 if data is None else data.draw(st.integers(0, len(sentences) - 1))
+    last = pick == len(sentences) - 1
+    pred = f'"{sentences[pick]}"가 옳다. 다른 이유' if last else f'"{sentences[pick]}"'
+    assert exact_match(pred, gold) == 1.0
+    plain = [x.replace('"', "").replace("'", "").strip() for x in sentences]
+    if not last and plain[pick] != plain[-1]:  # the full answer 'A가 옳다' matches no piece
+        assert exact_match(f'"{sentences[pick]}"가 옳다. 다른 이유', gold) == 0.0
+
+
+def test_a_hash_inside_a_gold_sentence_splits_it():
+    gold = '"C# 언어"가 옳다. 이유'
+    assert exact_match(gold, gold) == 0.0  # pieces 'C' and '언어가 옳다': the whole answer is neither
+    assert exact_match('"언어"가 옳다. 이유', gold) == 1.0 and exact_match("C", gold) == 1.0
 
 
 # --- prompts.extract_answer -------------------------------------------------------------------------------------
@@ -345,11 +356,11 @@ def test_rouge1_f_is_a_symmetric_fraction(pred, gold):
 
 
 def _score_hostile(suite, preds: dict[str, str], golds: dict[str, str]) -> None:
-    from malpyeong_grpo.metrics import score
+    from malpyeong_grpo.metrics import metric_name, score
 
     result = score(preds, golds, suite)
     for key in ("exact_match", "rouge_1", "descriptive_avg", "final"):
-        assert math.isfinite(result[key])
+        assert math.isfinite(result[metric_name(key, suite)])
     assert 0.0 <= result["exact_match"] <= 1.0 and 0.0 <= result["rouge_1"] <= 1.0
     assert result["n_items"] == len(golds)
 

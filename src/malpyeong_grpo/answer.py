@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 
 PATTERNS = ("가 옳다", "이 옳다")  # tried in this order: the first occurrence of the first that occurs
-_QUOTES = str.maketrans("", "", "\"'")
+_QUOTES = str.maketrans("", "", "\"'")  # the official normalisation deletes ASCII " and '
+REASON_LSTRIP = "., "  # the official reason: rest.strip().lstrip("., ")
 _QUOTE_CHARS = "\"'“”‘’"
 _QUOTED = re.compile(r'^\s*["“”\'‘’]?(.*?)["“”\'‘’]?\s*[이가] 옳다$', re.S)
 _SENTENCE_END = re.compile(r"[.?!][\"'”’)]*\s+(?=[가-힣A-Za-z])")
@@ -14,15 +15,15 @@ _SENTENCE_END = re.compile(r"[.?!][\"'”’)]*\s+(?=[가-힣A-Za-z])")
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """An answer split as the official scorer splits it."""
+    """An answer split as the official scorer (``extract_answer_and_reason``) splits it."""
 
     answer_part: str  # raw text up to and including the pattern (the whole text when no pattern occurs)
-    reason: str  # the rest, leading '.', ',' and spaces stripped ("" when no pattern occurs)
+    reason: str  # the rest, ``.strip()``ped and then ``.lstrip("., ")``ped ("" when no pattern occurs)
     pattern: str | None  # "가 옳다", "이 옳다" or None
 
     @property
     def normalized(self) -> str:
-        """The answer part as EM compares it: ASCII quotes deleted, stripped."""
+        """The answer part as EM compares it: ASCII quotes deleted, stripped (``normalize_answer_text``)."""
         return normalize_answer(self.answer_part)
 
     @property
@@ -33,32 +34,33 @@ class ParsedAnswer:
 
 
 def parse_answer(text: str) -> ParsedAnswer:
-    """Split at the first '가 옳다', else the first '이 옳다', as the official scorer does."""
+    """Split at the first '가 옳다', else the first '이 옳다', as the official scorer does: the reason is the rest,
+    stripped, then with leading '.', ',' and spaces removed (a newline or tab after those stays, as officially)."""
     text = text if isinstance(text, str) else ""
     for pat in PATTERNS:
         i = text.find(pat)
         if i >= 0:
             end = i + len(pat)
-            return ParsedAnswer(text[:end], text[end:].lstrip(" .,"), pat)
+            return ParsedAnswer(text[:end], text[end:].strip().lstrip(REASON_LSTRIP), pat)
     return ParsedAnswer(text, "", None)
 
 
 def normalize_answer(part: str) -> str:
-    """Delete ASCII double and single quotes, then strip (the official EM normalisation)."""
+    """Delete ASCII double and single quotes, then strip (the official ``normalize_answer_text``)."""
     return part.translate(_QUOTES).strip()
 
 
 def gold_alternatives(gold: str) -> list[str]:
-    """The accepted normalised answer parts of a gold answer: its own, or when it lists alternatives as whole
-    answers separated by '#' ('"A"가 옳다#"B"가 옳다. 이유'), that of each piece holding the pattern."""
-    pieces = [parse_answer(piece) for piece in gold.split("#")]
-    if len(pieces) == 1 or pieces[0].pattern is None:  # no '#', or a '#' inside the first answer ('"C# 언어"가 옳다')
-        return [parse_answer(gold).normalized]
-    return list(dict.fromkeys(p.normalized for p in pieces if p.pattern))
+    """The accepted answers of a gold, as the official ``calc_exact_match`` sees them: the gold's normalised answer
+    part split on '#', each piece stripped. '"A#B"가 옳다' gives ['A', 'B가 옳다'] (only the last piece keeps the
+    pattern); '"A"가 옳다#"B"가 옳다' gives ['A가 옳다'] (the split comes first: '#"B"…' is the reason). Odd, but
+    parity with the official scorer is the point (docs/scoring.md)."""
+    return [alt.strip() for alt in parse_answer(gold).normalized.split("#")]
 
 
 def exact_match(pred: str, gold: str) -> float:
-    """1.0 when the prediction's normalised answer part equals one of the gold alternatives, else 0.0."""
+    """1.0 when the prediction's normalised answer part equals one of the gold alternatives, else 0.0 (the
+    prediction itself is never split on '#')."""
     return float(parse_answer(pred).normalized in gold_alternatives(gold))
 
 

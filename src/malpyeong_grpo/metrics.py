@@ -6,7 +6,9 @@ no idf, no baseline rescaling) and BLEURT-20; final = (EM + mean(ROUGE-1, BERTSc
 
 The learned metrics need local checkpoints (option or environment variable). Without them the suite says so in one
 line and uses named stand-ins (BERTScore computed on multilingual-e5-small; for BLEURT the cosine of the mean-pooled
-e5 embeddings); their numbers are stored under ``bertscore_standin`` / ``bleurt_proxy``, never under the official keys.
+e5 embeddings); their numbers, and every aggregate built on them, are stored under their own names
+(``bertscore_standin``, ``bleurt_proxy``, ``descriptive_avg_standin``, ``final_standin``: see ``metric_name``), never
+under the official ones.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import os
 import re
 import sys
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .answer import exact_match, parse_answer
-from .data import DataError, load_items, write_json
+from .data import DataError, check_outputs, load_items, lock_path, output_lock, write_json
 
 BERTSCORE_OFFICIAL = "bert-base-multilingual-cased"
 BERTSCORE_LAYER = 9
@@ -382,12 +384,34 @@ def get_suite(
 
 
 # ------------------------------------------------------------------ the scorer
-def _metric_keys(suite: MetricSuite) -> dict[str, str]:
-    """Where each learned metric's number is stored: the official key, or the stand-in's own key."""
-    return {
-        "bertscore": "bertscore" if suite.encoders["bertscore"].official else "bertscore_standin",
-        "bleurt": "bleurt" if suite.encoders["bleurt"].official else "bleurt_proxy",
-    }
+STANDIN_NAMES = {  # official metric -> the name its number takes when a stand-in computed it
+    "bertscore": "bertscore_standin",
+    "bleurt": "bleurt_proxy",
+    "descriptive_avg": "descriptive_avg_standin",
+    "final": "final_standin",
+}
+_NEEDS = {"bertscore": ("bertscore",), "bleurt": ("bleurt",), "descriptive_avg": ("bertscore", "bleurt")}
+_NEEDS["final"] = _NEEDS["descriptive_avg"]
+
+
+def _is_official(info: Any) -> bool:
+    """Whether an encoder entry is official: an ``EncoderInfo``, its dict form (``score``'s ``encoders``) or a bool."""
+    if isinstance(info, EncoderInfo):
+        return info.official
+    if isinstance(info, Mapping):
+        return bool(info.get("official"))
+    return bool(info)
+
+
+def metric_name(metric: str, suite: MetricSuite | Mapping[str, Any]) -> str:
+    """The name to store, print, plot or log ``metric``'s number under: the official name (``bertscore``,
+    ``bleurt``, ``descriptive_avg``, ``final``) when the official encoders it depends on computed it, else the
+    stand-in's name (``STANDIN_NAMES``). ``suite``: a ``MetricSuite``, or its ``encoders`` as a mapping
+    (``{"bertscore": EncoderInfo | {"official": bool, ...} | bool, "bleurt": ...}``, e.g. a ``score`` result's
+    ``encoders``). Any other metric (``exact_match``, ``rouge_1``, ``format``, ...) keeps its name."""
+    encoders = suite.encoders if isinstance(suite, MetricSuite) else suite
+    needs = _NEEDS.get(metric, ())
+    return metric if all(_is_official(encoders.get(n)) for n in needs) else STANDIN_NAMES[metric]
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -400,7 +424,8 @@ def score(preds: dict[str, str], golds: dict[str, str], suite: MetricSuite, per_
     EM over all items; ROUGE-1, BERTScore and BLEURT over the items where both reasons are non-empty (an item
     without a reason drops out of those three; 0 when no item has one); final = (EM + their mean) / 2. With
     ``per_item`` the result holds ``items: {id: {...}}`` (per-item final = (EM + mean of the three) / 2, the
-    three counting 0 for an item without a reason pair)."""
+    three counting 0 for an item without a reason pair). A number that a stand-in computed, or that is built on
+    one, is stored under ``metric_name``'s stand-in name only (``final_standin``, ...; ``final_official`` False)."""
     missing = [i for i in golds if i not in preds]
     extra = [i for i in preds if i not in golds]
     problems = []
@@ -415,30 +440,20 @@ def score(preds: dict[str, str], golds: dict[str, str], suite: MetricSuite, per_
     reasons = {i: (parse_answer(preds[i]).reason, parse_answer(golds[i]).reason) for i in ids}
     paired = [i for i in ids if reasons[i][0] and reasons[i][1]]
     p_reasons, g_reasons = [reasons[i][0] for i in paired], [reasons[i][1] for i in paired]
-    keys = _metric_keys(suite)
+    name = {m: metric_name(m, suite) for m in STANDIN_NAMES}
     columns = {
         "rouge_1": suite.rouge1(p_reasons, g_reasons),
-        keys["bertscore"]: suite.bertscore(p_reasons, g_reasons),
-        keys["bleurt"]: suite.bleurt(p_reasons, g_reasons),
+        name["bertscore"]: suite.bertscore(p_reasons, g_reasons),
+        name["bleurt"]: suite.bleurt(p_reasons, g_reasons),
     }
     means = {k: _mean(v) for k, v in columns.items()}
     descriptive = _mean(list(means.values()))
     exact = _mean([em[i] for i in ids])
-    official = all(info.official for info in suite.encoders.values())
-    result: dict[str, Any] = {
-        "exact_match": exact,
-        "rouge_1": means["rouge_1"],
-        "bertscore": means.get("bertscore"),
-        "bleurt": means.get("bleurt"),
-    }
-    if not suite.encoders["bertscore"].official:
-        result["bertscore_standin"] = means["bertscore_standin"]
-    if not suite.encoders["bleurt"].official:
-        result["bleurt_proxy"] = means["bleurt_proxy"]
+    result: dict[str, Any] = {"exact_match": exact, **means}
     result |= {
-        "descriptive_avg": descriptive,
-        "final": (exact + descriptive) / 2,
-        "final_official": official,
+        name["descriptive_avg"]: descriptive,
+        name["final"]: (exact + descriptive) / 2,
+        "final_official": name["final"] == "final",
         "n_items": len(ids),
         "n_reason_pairs": len(paired),
         "encoders": {k: asdict(v) for k, v in suite.encoders.items()},
@@ -451,7 +466,7 @@ def score(preds: dict[str, str], golds: dict[str, str], suite: MetricSuite, per_
             row: dict[str, Any] = {"exact_match": em[i], "has_reason_pair": i in by_id}
             row |= by_id.get(i, dict.fromkeys(columns))
             desc = _mean(list(by_id[i].values())) if i in by_id else 0.0
-            row["final"] = (em[i] + desc) / 2
+            row[name["final"]] = (em[i] + desc) / 2
             items[i] = row
         result["items"] = items
     return result
@@ -463,7 +478,7 @@ def _id_list(ids: list[str], limit: int = 30) -> str:
 
 
 # ------------------------------------------------------------------ the command
-COLUMNS = [  # (result key, header) in leaderboard order
+COLUMNS = [  # (official result key, header) in leaderboard order
     ("final", "final"),
     ("descriptive_avg", "descriptive avg"),
     ("exact_match", "EM"),
@@ -471,28 +486,23 @@ COLUMNS = [  # (result key, header) in leaderboard order
     ("bertscore", "BERTScore"),
     ("rouge_1", "ROUGE-1"),
 ]
+STANDIN_HEADERS = {
+    "final_standin": "final stand-in*",
+    "descriptive_avg_standin": "descriptive avg stand-in*",
+    "bleurt_proxy": "BLEURT proxy*",
+    "bertscore_standin": "BERTScore stand-in*",
+}
 
 
 def render_table(result: dict[str, Any]) -> Any:
-    """A rich table of a ``score`` result (x100, leaderboard columns; stand-in columns marked as such)."""
+    """A rich table of a ``score`` result (x100, leaderboard columns; a stand-in's column under its own name)."""
     from rich.table import Table
 
     table = Table(title=f"{result['n_items']} items, {result['n_reason_pairs']} with reasons on both sides")
-    for key, header in COLUMNS:
-        value = result.get(key)
-        if key in ("bleurt", "bertscore") and value is None:
-            key = "bleurt_proxy" if key == "bleurt" else "bertscore_standin"
-            header = "BLEURT proxy*" if key == "bleurt_proxy" else "BERTScore stand-in*"
-        elif key in ("final", "descriptive_avg") and not result["final_official"]:
-            header += "*"
-        table.add_column(header, justify="right")
-    row = []
-    for key, _ in COLUMNS:
-        value = result.get(key)
-        if value is None:
-            value = result.get("bleurt_proxy" if key == "bleurt" else "bertscore_standin")
-        row.append(f"{100 * value:.2f}")
-    table.add_row(*row)
+    keys = [metric_name(k, result["encoders"]) if k in STANDIN_NAMES else k for k, _ in COLUMNS]
+    for key, (_, header) in zip(keys, COLUMNS, strict=True):
+        table.add_column(STANDIN_HEADERS.get(key, header), justify="right")
+    table.add_row(*(f"{100 * result[k]:.2f}" for k in keys))
     return table
 
 
@@ -509,13 +519,28 @@ def score_command(argv: list[str]) -> int:
     parser.add_argument(
         "--threads", type=int, help=f"torch CPU threads for the encoders (default: 1 on CPU; or ${ENV_THREADS})"
     )
+    parser.add_argument(
+        "--max-chars", type=int, help="longest answer/question accepted (default: $MALPYEONG_MAX_CHARS or 4000)"
+    )
     args = parser.parse_args(argv)
+    bad = [f"--{k.replace('_', '-')} must be at least 1, got {v}" for k, v in vars(args).items()
+           if k in ("batch_size", "threads", "max_chars") and v is not None and v < 1]  # fmt: skip
+    if bad:
+        raise DataError(bad)
+    outputs = [("--out", args.out), ("its lock", lock_path(args.out))] if args.out else []
+    check_outputs([("--pred", args.pred), ("--gold", args.gold)], outputs)  # before any work
+    with output_lock(args.out) if args.out else contextlib.nullcontext():
+        return _score_files(args)
+
+
+def _score_files(args: argparse.Namespace) -> int:
+    """score_command's work (under the --out lock)."""
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the note and the table
-    gold_items = load_items(args.gold, require_answer=True)
-    pred_items = load_items(args.pred, require_answer=True)
+    gold_items = load_items(args.gold, require_answer=True, max_chars=args.max_chars)  # a blank gold is an error
+    pred_items = load_items(args.pred, require_answer=True, max_chars=args.max_chars, blank_answer_ok=True)
     gold_ids = {it.id for it in gold_items}
     missing = [it.id for it in gold_items if it.id not in {p.id for p in pred_items}]
     extra = [it.id for it in pred_items if it.id not in gold_ids]
