@@ -118,6 +118,22 @@ def test_optional_extras_are_one_line_errors(monkeypatch):
         parse_args(["--config", str(RECIPES / "llama-8b-lora.yaml"), "--bf16", "false"], GRPOConfig, "t")
 
 
+def test_dev_split_as_train_file_needs_the_explicit_flag(data_dir):
+    dev = str(data_dir / "korean_language_rag_V1.0_dev.json")
+    with pytest.raises(DataError) as e:
+        ScriptArguments(train_file=dev).check()
+    assert e.value.problems == [
+        f"arguments: train_file {dev} is the dev split (the evaluation split); set allow_dev_training to train on it "
+        "anyway"
+    ]
+    ScriptArguments(train_file=dev, allow_dev_training=True).check()  # the user says they mean it
+    ScriptArguments(train_file=str(data_dir / "korean_language_rag_V1.0_train.json")).check()
+    script, _, _ = parse_args(["--train_file", dev, "--allow_dev_training", "true"], GRPOConfig, "t")
+    assert script.allow_dev_training and script.train_file == dev
+    with pytest.raises(DataError, match="is the dev split"):
+        parse_args(["--train_file", dev], GRPOConfig, "t")
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(DataError, match="config file not found"):
         parse_args(["--config", str(tmp_path / "none.yaml")], GRPOConfig, "t")

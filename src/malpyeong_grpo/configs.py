@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, read_jsonl
+from .data import SPLIT_FILES, DataError, read_jsonl
 
 DEFAULT_REWARDS = ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
 PROMPT_FORMATS = ("auto", "chat", "text")
@@ -50,6 +50,9 @@ class ScriptArguments:
     )
     train_file: str | None = field(
         default=None, metadata={"help": "Training items in the official schema (overrides data_dir's train split)."}
+    )
+    allow_dev_training: bool = field(
+        default=False, metadata={"help": "Accept the dev split (the evaluation split) as train_file."}
     )
     use_sample_data: bool = field(
         default=False, metadata={"help": "Train on the package's own sample set instead of the official data."}
@@ -164,6 +167,11 @@ class ScriptArguments:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 problems.append(f"{where}: {name} {value}: file not found")
+        if self.train_file and Path(self.train_file).name == SPLIT_FILES["dev"] and not self.allow_dev_training:
+            problems.append(
+                f"{where}: train_file {self.train_file} is the dev split (the evaluation split); "
+                "set allow_dev_training to train on it anyway"
+            )
         if self.data_dir and not Path(self.data_dir).is_dir():
             problems.append(f"{where}: data_dir {self.data_dir}: folder not found")
         if problems:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .answer import exact_match, parse_answer
 from .data import DataError, Item, atomic_write_text, load_items, write_json
+from .metrics import STANDIN_NAMES, metric_name
 from .predict import (
     Predictions,
     add_predict_args,
@@ -29,7 +30,9 @@ RESULT = "result.json"
 # leaderboard order; a stand-in's number sits under its own key (e.g. 'bertscore_standin'), never the official one
 METRIC_ORDER = (
     "final",
+    "final_standin",
     "descriptive_avg",
+    "descriptive_avg_standin",
     "exact_match",
     "bleurt",
     "bleurt_proxy",
@@ -43,10 +46,20 @@ LOCAL = ("exact_match_repaired", "exact_match_unrepaired", "parsed", "parsed_unr
 LOCAL_NAMES = ("EM with repair", "EM as generated", "parsed", "parsed as generated")
 
 
+def _stand_in_key(key: str, d: Mapping[str, Any]) -> str:
+    """The name a score dict's number is shown under: an official key of an older result computed with stand-ins
+    (``final_official`` false; ``encoders`` say which) gets the stand-in's name (``metrics.metric_name``)."""
+    if key not in STANDIN_NAMES or d.get("final_official") is not False:
+        return key
+    enc = d.get("encoders")
+    return metric_name(key, enc) if isinstance(enc, Mapping) and enc else STANDIN_NAMES[key]
+
+
 def _metrics(d: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric metrics of a score dict (fractions), leaderboard order first; counts (``n_*``) left out."""
+    """The numeric metrics of a score dict (fractions), leaderboard order first; counts (``n_*``) left out; a
+    stand-in's number under the stand-in's name only."""
     nums = {
-        k: float(v)
+        _stand_in_key(k, d): float(v)
         for k, v in d.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and not k.startswith("n_")
     }
@@ -219,7 +232,8 @@ def plot_runs(runs: Sequence[Mapping[str, Any]], path: Path, last: int = 8) -> N
     width = 0.8 / max(len(runs), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cols) + 2), 4.6 + 0.25 * ((len(runs) + 1) // 2)))
     for i, run in enumerate(runs):
-        vals = [100 * float(run["scores"].get(k) or 0.0) for k in cols]  # a metric a run lacks shows as 0
+        named = _metrics(run["scores"])
+        vals = [100 * named.get(k, 0.0) for k in cols]  # a metric a run lacks shows as 0
         xs = [c + (i - (len(runs) - 1) / 2) * width for c in range(len(cols))]
         bars = ax.bar(xs, vals, width, label=_cell(run.get("run"), 48))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
@@ -256,7 +270,7 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
             str(r.get("created", ""))[:16],
             Path(str(r.get("data", ""))).name,
             r["scores"].get("n_items", "–"),
-            *(_pct(r["scores"].get(c)) for c in (*cols, *LOCAL)),
+            *(_pct(_metrics(r["scores"]).get(c)) for c in (*cols, *LOCAL)),
         ]
         for r in runs
     ]
@@ -284,7 +298,11 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
         [[k, _pct(v)] for k, v in _metrics(s).items()],
     )
     if s.get("final_official") is False:
-        lines += ["", "`final` and `descriptive_avg` use stand-in encoders here: they are not the official numbers."]
+        lines += [
+            "",
+            "The learned metrics here come from stand-in encoders: their numbers, `descriptive_avg_standin` and "
+            "`final_standin` are not the official metrics.",
+        ]
     enc = s.get("encoders")
     if isinstance(enc, Mapping):
         lines += [""] + [
@@ -314,7 +332,8 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
             + ", ".join(f"{m} {_pct(v)}" for m, v in by_choice.items())
             + "."
         )
-    item_cols = [k for k in _metric_columns([result]) if k not in ("final", "descriptive_avg")] + list(LOCAL)
+    aggregates = ("final", "final_standin", "descriptive_avg", "descriptive_avg_standin")
+    item_cols = [k for k in _metric_columns([result]) if k not in aggregates] + list(LOCAL)
     lines += ["", "### By question type", ""]
     lines += _breakdown_table("type", result["by_type"], item_cols)
     lines += ["", "### By rule category", ""]

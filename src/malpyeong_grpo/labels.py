@@ -692,7 +692,8 @@ def _markdown(report: dict[str, Any]) -> list[str]:
     abl = report.get("ablation")
     if abl:
         lines += [f"## Context ablation (first {abl['n_items']} dev items, same model)", ""]
-        keys = ["final", "exact_match", "rouge_1", "bertscore", "bertscore_standin", "bleurt", "bleurt_proxy"]
+        keys = ["final", "final_standin", "exact_match", "rouge_1", "bertscore", "bertscore_standin", "bleurt"]
+        keys.append("bleurt_proxy")
         present = [k for k in keys if any(c.get(k) is not None for c in abl["conditions"].values())]
         rows = [[name, *(c.get(k) for k in present), c.get("seconds")] for name, c in abl["conditions"].items()]
         lines += _md_table(["context", *present, "seconds"], rows) + [""]
