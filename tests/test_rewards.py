@@ -46,19 +46,31 @@ class FakeSuite:
 @pytest.fixture
 def fake(monkeypatch) -> FakeSuite:
     suite = FakeSuite()
-    monkeypatch.setattr(rewards, "get_suite", lambda: suite)
-    rewards._cache.clear()
+    monkeypatch.setattr(rewards, "get_suite", lambda scorer=None: suite)
+    rewards._default_scorer.cache.clear()
     yield suite
-    rewards._cache.clear()
+    rewards._default_scorer.cache.clear()
 
 
 def call(name: str, completions: list, **columns) -> list[float]:
     return rewards.REWARDS[name](prompts=["p"] * len(completions), completions=completions, **columns)
 
 
-def test_names_are_what_trl_logs():
-    assert [f.__name__ for f in rewards.get_rewards(list(rewards.REWARDS))] == list(rewards.REWARDS)
-    assert list(rewards.REWARDS) == ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final", "rule"]
+def test_names_are_what_trl_logs(monkeypatch):
+    monkeypatch.delenv(rewards.ENV_BERTSCORE, raising=False)
+    monkeypatch.delenv(rewards.ENV_BLEURT, raising=False)
+    official = rewards.PairScorer("/models/bert", "/models/bleurt")
+    assert [f.__name__ for f in rewards.get_rewards(list(rewards.REWARDS), official)] == list(rewards.REWARDS)
+    standin = [f.__name__ for f in rewards.get_rewards(list(rewards.REWARDS), rewards.PairScorer())]
+    assert standin == [
+        "format", "exact_match", "answer_similarity", "choice", "rouge_1",
+        "bertscore_standin", "bleurt_proxy", "final_standin", "rule",
+    ]  # fmt: skip
+    assert "bertscore -> bertscore_standin" in rewards.standin_note(["format", "bertscore"], rewards.PairScorer())
+    assert rewards.standin_note(["format", "rouge_1"], rewards.PairScorer()) is None
+    assert list(rewards.REWARDS) == [
+        "format", "exact_match", "answer_similarity", "choice", "rouge_1", "bertscore", "bleurt", "final", "rule",
+    ]  # fmt: skip
     with pytest.raises(DataError, match="unknown reward"):
         rewards.get_rewards(["format", "accuracy"])
 
@@ -185,7 +197,50 @@ def test_clean():
 def test_rouge_1_real_suite():
     """The scorer's ROUGE-1 (Mecab morphemes), by hand: gold reason 의존/명사/는/띄/어/쓴다 (6), prediction
     조사/는/붙여/쓴다 (4), overlap 는, 쓴다: P = 2/4, R = 2/6, F = 2PR / (P + R) = 0.4."""
-    rewards._cache.clear()
+    rewards._default_scorer.cache.clear()
     gold = '"나도 할 수 있다."가 옳다. 의존 명사는 띄어 쓴다.'
     completions = ['"나도 할 수 있다."가 옳다. 조사는 붙여 쓴다.', gold, '"나도 할 수 있다."가 옳다. 규범.']
     assert call("rouge_1", completions, answer=[gold] * 3) == pytest.approx([0.4, 1.0, 0.0])
+
+
+# --- dense answer rewards ------------------------------------------------------------------------------------------
+SENT_GOLD = '"밥을 먹었다."가 옳다. 이유.'
+
+
+def test_answer_similarity_hand_computed():
+    """Jamo-level ratio of the normalised answer parts ('밥을 먹었다.가 옳다', as official EM compares them): '먹었다' vs
+    '먹엇다' differ in one final jamo (ㅆ vs ㅅ). NFD: 밥을 먹었다. = 3+3+1+3+3+2+1 = 16 jamo, 가 옳다 = 2+1+3+2 = 8, so
+    24 each; difflib's ratio = 2 * 23 / (24 + 24)."""
+    out = call("answer_similarity", ['"밥을 먹었다."가 옳다. 이유.', '"밥을 먹엇다."가 옳다. 이유.', "아무 말", ""],
+               answer=[SENT_GOLD] * 4)
+    assert out[0] == 1.0
+    assert out[1] == pytest.approx(2 * 23 / 48)
+    assert out[2] == 0.0 and out[3] == 0.0  # no '가 옳다': no answer part
+    near, wild = call("answer_similarity", ['"밥을 먹엇다."가 옳다.', '"국수를 삶는다."가 옳다.'], answer=[SENT_GOLD] * 2)
+    assert near > wild  # a near miss outranks a wild answer
+
+
+def test_answer_similarity_takes_the_closest_alternative():
+    gold = '"가방을 메다."#"가방을 매다."가 옳다. 이유.'
+    assert call("answer_similarity", ['"가방을 매다."가 옳다.'], answer=[gold]) == [1.0]
+
+
+def test_choice_reward_hand_computed():
+    q = '"우리는 {설겆이/설거지}를 했다." 가운데 올바른 것을 선택하고, 그 이유를 설명하세요.'
+    gold = '"우리는 설거지를 했다."가 옳다. 표준어는 설거지이다.'
+    comps = [
+        '"우리는 설거지를 했다."가 옳다. 이유.',  # right option, exact: 1
+        '"우리는 설거지을 했다."가 옳다. 이유.',  # right option, sentence garbled: still 1
+        '"우리는 설겆이를 했다."가 옳다. 이유.',  # wrong option: 0
+        "모르겠다",  # no answer: 0
+    ]
+    n = len(comps)
+    out = call("choice", comps, answer=[gold] * n, question=[q] * n, question_type=["선택형"] * n)
+    assert out == [1.0, 1.0, 0.0, 0.0]
+    assert call("choice", comps[:1], answer=[gold], question=[q], question_type=["교정형"]) == [0.0]
+
+
+def test_completion_is_cut_at_its_first_line_break():
+    """Inference writes the first line only: a second line never reaches the scorer or the rewards."""
+    assert call("exact_match", ['"밥을 먹었다."가 옳다. 이유.\n"다른 문장."가 옳다.'], answer=[SENT_GOLD]) == [1.0]
+    assert rewards.answer_text('\n"밥을 먹었다."가 옳다. 이유.\n잡음') == '"밥을 먹었다."가 옳다. 이유.'
