@@ -244,3 +244,11 @@ def test_completion_is_cut_at_its_first_line_break():
     """Inference writes the first line only: a second line never reaches the scorer or the rewards."""
     assert call("exact_match", ['"밥을 먹었다."가 옳다. 이유.\n"다른 문장."가 옳다.'], answer=[SENT_GOLD]) == [1.0]
     assert rewards.answer_text('\n"밥을 먹었다."가 옳다. 이유.\n잡음') == '"밥을 먹었다."가 옳다. 이유.'
+
+
+def test_group_std_is_within_groups():
+    """Two groups of two: (0, 1) has std 0.5, (1, 1) has 0 -> mean 0.25; the batch-wide std (0.433) is not it."""
+    assert rewards.group_std(["p", "p", "q", "q"], [0.0, 1.0, 1.0, 1.0]) == pytest.approx(0.25)
+    reward = rewards.get_rewards(["exact_match"], rewards.PairScorer())[0]
+    reward(["p", "p"], ['"밥을 먹었다."가 옳다. 이유.', "x"], answer=[SENT_GOLD] * 2)
+    assert reward.group_std == [pytest.approx(0.5)]

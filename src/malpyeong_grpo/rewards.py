@@ -371,12 +371,29 @@ class NamedReward:
         self.func = func
         self.scorer = scorer
         self.__name__ = logged_name(name, scorer)
+        self.group_std = []
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        return self.func(prompts, completions, scorer=self.scorer, **columns)
+        values = self.func(prompts, completions, scorer=self.scorer, **columns)
+        self.group_std.append(group_std(prompts, values))
+        return values
+
+    group_std: list[float]  # per call: the mean within-group standard deviation (see ``group_std``)
 
     def __repr__(self) -> str:
         return f"NamedReward({self.__name__})"
+
+
+def group_std(prompts: Sequence[Any], values: Sequence[float]) -> float:
+    """Mean over groups (runs of one repeated prompt, as GRPO lays them out) of the population standard deviation of
+    the values: how much a reward tells a group's completions apart (0: no learning signal)."""
+    groups: list[list[float]] = []
+    for i, v in enumerate(values):
+        if i == 0 or prompts[i] != prompts[i - 1]:
+            groups.append([])
+        groups[-1].append(float(v))
+    stds = [math.sqrt(sum((x - sum(g) / len(g)) ** 2 for x in g) / len(g)) for g in groups if g]
+    return sum(stds) / len(stds) if stds else 0.0
 
 
 def get_rewards(names: Sequence[str], scorer: PairScorer | None = None) -> list[NamedReward]:
