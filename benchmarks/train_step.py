@@ -1,11 +1,13 @@
 """Seconds per GRPO step and peak RSS: plain TRL ``GRPOTrainer`` defaults vs ``malpyeong-grpo train`` with a recipe.
 
 Both sides do the same work: the same model, the same prompt dataset (the recipe's: training split minus its
-holdout, k-shot prompts), the same group size, completion length, seed and reward functions. Plain TRL gets only
+holdout, k-shot prompts), the same group size, completion length, seed and reward functions, and both are built by
+``train.make_trainer`` (model loading, datasets, rewards, ``trainer.MalpyeongGRPOTrainer``). Plain TRL gets only
 what it needs to run that work (``num_generations``, ``per_device_train_batch_size``, ``max_completion_length``,
 ``seed``, fp32 since ``bf16`` needs ``use_cpu`` on a CPU-only machine); everything else is TRL's default
-(``gradient_checkpointing=True``, ``learning_rate=1e-6``, ``temperature=1``...). Ours is the recipe through
-``train.make_trainer``, plus the speed options given with ``--opts`` that are not yet recipe fields.
+(``gradient_checkpointing=True``, ``learning_rate=1e-6``, ``temperature=1``...) and every speed option is off, so
+the trainer is TRL's own ``GRPOTrainer`` (tests/test_trainer.py). Ours is the recipe; ``--opts`` switches more
+options on (on either side: ``--trl-opts`` for per-option comparisons).
 
 Each run is its own subprocess (peak RSS per process, from ``getrusage``); runs alternate TRL, ours, TRL, ours...
 The first ``--warmup`` steps of each run are not timed.
@@ -71,10 +73,9 @@ class Stopper:
 
 
 def recipe_args(args: argparse.Namespace, steps: int, out_dir: str):
-    """(script args, GRPOConfig, ModelConfig) of the recipe with the benchmark's overrides."""
-    from trl import GRPOConfig
-
+    """(script args, MalpyeongGRPOConfig, ModelConfig) of the recipe with the benchmark's overrides."""
     from malpyeong_grpo.configs import parse_args
+    from malpyeong_grpo.trainer import MalpyeongGRPOConfig
 
     argv = [
         "--config",
@@ -105,91 +106,54 @@ def recipe_args(args: argparse.Namespace, steps: int, out_dir: str):
         *[str(w) for w in args.reward_weights or [1.0] * len(args.reward_funcs)],
         *[part for kv in args.override for part in ("--" + kv.partition("=")[0], kv.partition("=")[2])],
     ]
-    return parse_args(argv, GRPOConfig, prog="train_step")
-
-
-# the recipe's speed fields (ScriptArguments): the plain-TRL side starts from their defaults (all off)
-SPEED_FIELDS = (
-    "freeze_embeddings",
-    "torch_num_threads",
-    "completion_only_logits",
-    "share_prompt_prefix",
-    "checkpoint_prompt",
-    "share_prefill",
-    "stop_at_markers",
-    "bf16_generation",
-    "tune_malloc",
-)
+    return parse_args(argv, MalpyeongGRPOConfig, prog="train_step")
 
 
 def option_fields(opt: str) -> list[tuple[str, str, object]]:
-    """The recipe fields (script / config / model arguments) that switch an option on."""
+    """The fields (config / model arguments) that switch an option on; the rest are MalpyeongGRPOConfig fields."""
     fields = {
-        "share_prefix": [("script", "share_prompt_prefix", True)],
+        "share_prefix": [("config", "share_prompt_prefix", True)],
         "no_grad_ckpt": [("config", "gradient_checkpointing", False)],
         "bf16": [("config", "bf16", True), ("config", "use_cpu", True)],
         "lora": [("model", "use_peft", True)],
     }
-    return fields.get(opt, [("script", opt, True)])
+    return fields.get(opt, [("config", opt, True)])
 
 
-def set_options(opts: set[str], script, config, model_args) -> None:
-    """Switch ``opts`` on as recipe fields."""
+def set_options(opts: set[str], config, model_args) -> None:
+    """Switch ``opts`` on as fields."""
     for opt in opts:
         for obj, name, value in option_fields(opt):
-            setattr({"script": script, "config": config, "model": model_args}[obj], name, value)
+            setattr({"config": config, "model": model_args}[obj], name, value)
 
 
-def plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, callbacks):
-    """TRL's ``GRPOTrainer`` with its defaults for everything but the shared work, plus ``opts`` applied through
-    the same functions the recipe fields use (``train.load_policy``, ``train.apply_model_speedups``)."""
-    from trl import GRPOConfig, GRPOTrainer
+def plain_trl_config(args, opts, config, model_args, steps, out_dir):
+    """A config with TRL's defaults for everything but the shared work (every speed option off), plus ``opts``."""
+    from malpyeong_grpo.trainer import MalpyeongGRPOConfig
 
-    from malpyeong_grpo import rewards, speed, train
-    from malpyeong_grpo.configs import ScriptArguments
-
-    for name in SPEED_FIELDS:
-        setattr(script, name, ScriptArguments.__dataclass_fields__[name].default)
-    model_args.use_peft = False
-    config.gradient_checkpointing = True
-    set_options(opts, script, config, model_args)
-    if script.tune_malloc:
-        speed.tune_malloc()
-    model, tok = train.load_policy(model_args, config, script)
-    train.apply_model_speedups(script, model, tok, model_args)
-    dataset, _, _ = train.build_datasets(script, tok)
-    rewards.configure(script.bertscore_model, script.bleurt_model, script.reward_device or "cpu")
     kwargs = {
-        "bf16": "bf16" in opts,
-        "use_cpu": "bf16" in opts,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "output_dir": out_dir,
+        "num_generations": args.generations,
+        "per_device_train_batch_size": args.generations,
+        "max_completion_length": args.max_completion_length,
+        "max_steps": steps,
+        "seed": args.seed,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "bf16": False,
+        "reward_weights": config.reward_weights,
     }
     if args.learning is not None:  # the learning comparison is about speed, not hyperparameters
         kwargs.update({k: getattr(config, k) for k in ALIGNED})
-    trl_config = GRPOConfig(
-        output_dir=out_dir,
-        num_generations=args.generations,
-        per_device_train_batch_size=args.generations,
-        max_completion_length=args.max_completion_length,
-        max_steps=steps,
-        seed=args.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        reward_weights=config.reward_weights,
-        **kwargs,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=rewards.get_rewards(script.reward_funcs),
-        args=trl_config,
-        train_dataset=dataset,
-        processing_class=tok,
-        callbacks=callbacks,
-    )
-    if script.share_prompt_prefix:
-        speed.share_prompt_prefix(trainer, checkpoint_prompt=script.checkpoint_prompt)
-    return trainer
+    model_args.use_peft = False
+    for opt in opts:  # at construction: bf16 / use_cpu act in the config's __post_init__
+        for obj, name, value in option_fields(opt):
+            if obj == "config":
+                kwargs[name] = value
+            else:
+                setattr(model_args, name, value)
+    return MalpyeongGRPOConfig(**kwargs)
 
 
 def heldout_reward(trainer, script, n: int) -> dict:
@@ -201,15 +165,10 @@ def heldout_reward(trainer, script, n: int) -> dict:
     tok = trainer.processing_class
     _, val, _ = train.build_datasets(script, tok)
     rows = val.select(range(min(n, len(val))))
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    patched = model.__dict__.pop("generate", None)  # bf16 copy / shared prefill: score the fp32 policy itself
-    try:
-        texts = predict.generate_answers(
-            model, tok, rows["prompt"], max_new_tokens=trainer.args.max_completion_length, batch_size=4, progress=False
-        )
-    finally:
-        if patched is not None:
-            model.generate = patched
+    model = trainer.accelerator.unwrap_model(trainer.model)  # the float32 policy (not a bf16 sampling copy)
+    texts = predict.generate_answers(
+        model, tok, rows["prompt"], max_new_tokens=trainer.args.max_completion_length, batch_size=4, progress=False
+    )
     extra = {c: rows[c] for c in rows.column_names if c != "prompt"}
     funcs = rewards.get_rewards(script.reward_funcs)
     weights = trainer.args.reward_weights or [1.0] * len(funcs)
@@ -228,7 +187,8 @@ def worker(args: argparse.Namespace) -> dict:
     """Build one trainer (``trl`` or ``ours``), train, return the profile as a dict."""
     import torch
 
-    from malpyeong_grpo import speed, train
+    from malpyeong_grpo import train
+    from malpyeong_grpo.profiler import StepProfiler
 
     opts = set(filter(None, args.opts.split(",")))
     if unknown := opts - set(OPTIONS):
@@ -238,12 +198,12 @@ def worker(args: argparse.Namespace) -> dict:
     out_dir = tempfile.mkdtemp(prefix="train-step-")
     script, config, model_args = recipe_args(args, steps, out_dir)
     callbacks = [Stopper(args.learning)] if learning else []
-    if args.worker == "ours":  # the recipe through malpyeong-grpo's own trainer set-up; options are its fields
-        set_options(opts, script, config, model_args)
-        trainer, _ = train.make_trainer(script, config, model_args, callbacks)
+    if args.worker == "ours":  # the recipe; options are its fields
+        set_options(opts, config, model_args)
     else:
-        trainer = plain_trl_trainer(args, opts, script, config, model_args, steps, out_dir, callbacks)
-    prof = speed.StepProfiler().attach(trainer)
+        config = plain_trl_config(args, opts, config, model_args, steps, out_dir)
+    trainer, _ = train.make_trainer(script, config, model_args, callbacks)
+    prof = StepProfiler().attach(trainer)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     if not learning or args.learning > 0:  # --learning 0: the policy before training, for reference

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trl import GRPOConfig, SFTConfig
 
 from malpyeong_grpo.configs import ScriptArguments, parse_args, run_record, write_run_record
 from malpyeong_grpo.data import DataError
+from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
+from malpyeong_grpo.trainer import MalpyeongSFTConfig as SFTConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # what a GPU recipe needs a GPU for, switched off so that the rest parses on this CPU machine
@@ -62,7 +63,7 @@ def test_command_line_overrides_the_recipe():
     script, cfg, model = parse_args(argv, GRPOConfig, "t")
     assert (cfg.max_steps, script.num_shots, model.model_name_or_path) == (2, 1, "x")
     assert script.reward_funcs == ["format", "final"] and cfg.reward_weights == [0.5, 1.0]
-    assert cfg.num_generations == 4 and script.freeze_embeddings  # the rest from the recipe
+    assert cfg.num_generations == 4 and cfg.freeze_embeddings  # the rest from the recipe
     assert not cfg.bf16  # CPU machine: TRL's bf16 default is switched off
 
 
@@ -70,7 +71,7 @@ def test_defaults_without_a_recipe():
     script, cfg, _ = parse_args([], GRPOConfig, "t")
     assert script == ScriptArguments()
     assert script.reward_funcs == ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
-    assert script.rules_file is None and not script.freeze_embeddings
+    assert script.rules_file is None and not cfg.freeze_embeddings
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
@@ -148,8 +149,8 @@ def test_run_record_and_its_file(tmp_path):
     script, cfg, model = parse_args(["--config", str(RECIPES / "demo-cpu.yaml")], GRPOConfig, "t")
     record = run_record(["--config", "x.yaml"], script, cfg, model)
     assert record["argv"][1:] == ["--config", "x.yaml"]
-    assert set(record["configs"]) == {"ScriptArguments", "GRPOConfig", "ModelConfig"}
-    assert record["configs"]["GRPOConfig"]["num_generations"] == 4
+    assert set(record["configs"]) == {"ScriptArguments", "MalpyeongGRPOConfig", "ModelConfig"}
+    assert record["configs"]["MalpyeongGRPOConfig"]["num_generations"] == 4
     assert record["configs"]["ModelConfig"]["model_name_or_path"] == "embedded"
     assert record["packages"]["trl"] and record["packages"]["torch"] and record["packages"]["python"]
     assert len(record["git_commit"]) == 40
@@ -158,7 +159,7 @@ def test_run_record_and_its_file(tmp_path):
         f.write('{"torn": ')  # a launch killed mid-write
     write_run_record(tmp_path, record)
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert len(lines) == 2 and lines[1]["configs"]["GRPOConfig"]["num_generations"] == 4
+    assert len(lines) == 2 and lines[1]["configs"]["MalpyeongGRPOConfig"]["num_generations"] == 4
 
 
 @pytest.mark.parametrize("verb", ["train", "sft", "demo"])

@@ -235,9 +235,9 @@ def test_documented_commands_parse(monkeypatch):
     """Every training field the launch docs use exists and takes the value given (here without a GPU and vLLM:
     bf16 and use_vllm are switched off after the documented arguments, the last value winning)."""
     import torch
-    from trl import GRPOConfig
 
     from malpyeong_grpo.configs import parse_args
+    from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     commands = documented_train_commands()

@@ -39,7 +39,7 @@ def test_same_seed_same_rewards_prompts_and_completions(tiny_model_dir, tmp_path
     assert calls_c[0]["completions"] != calls_a[0]["completions"]  # ... and the sampling
 
     info = read_jsonl(tmp_path / "a" / "run_info.jsonl")[0]
-    assert info["configs"]["GRPOConfig"]["seed"] == 0 and info["configs"]["ScriptArguments"]["shot_seed"] == 0
+    assert info["configs"]["MalpyeongGRPOConfig"]["seed"] == 0 and info["configs"]["ScriptArguments"]["shot_seed"] == 0
     assert info["git_commit"] and len(info["git_commit"]) == 40
     assert info["packages"]["torch"] and info["packages"]["trl"] and info["packages"]["transformers"]
     assert info["argv"][-len(train_args(tiny_model_dir, tmp_path / "a", 2)) :] == train_args(
@@ -63,9 +63,8 @@ def test_shot_seed_fixes_the_few_shot_choice():
 
 def test_demo_recipe_is_seeded():
     """The demo recipe pins the training seed (data order, sampling), the holdout seed and the few-shot seed."""
-    from trl import GRPOConfig
-
     from malpyeong_grpo.configs import parse_args
+    from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
     script_args, config, _ = parse_args(["--config", str(ROOT / "recipes" / "demo-cpu.yaml")], GRPOConfig, "t")
     assert config.seed == 0  # set by the recipe (TrainingArguments' default is 42)

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import torch
-from trl import SFTConfig
 
 from malpyeong_grpo import sft
 from malpyeong_grpo.configs import parse_args
+from malpyeong_grpo.trainer import MalpyeongSFTConfig as SFTConfig
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "sft-demo-cpu.yaml")
 

@@ -1,5 +1,6 @@
-"""Speed options change the cost of a GRPO step, not its numbers: log-probs, gradients, samples and a whole
-training step agree with TRL's own path on a tiny model."""
+"""The computations behind the speed options (malpyeong_grpo.speed) on a tiny model: the shared-prefix log-prob pass
+equals the full forward with its gradients, the shared prefill generates the same tokens, the stop ids come from
+prompts.STOP_MARKERS. tests/test_trainer.py checks them inside the trainer against TRL's own GRPOTrainer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from malpyeong_grpo import speed
+from malpyeong_grpo.prompts import STOP_MARKERS, extract_answer
 
 
 @pytest.fixture()
@@ -75,45 +77,25 @@ def test_prefix_shared_logps_equal_full_forward(tiny_model_dir, attn, checkpoint
         torch.testing.assert_close(p.grad, ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_completion_only_logits_same_values(tiny):
-    from trl.trainer.utils import add_fused_lm_head
-
-    add_fused_lm_head(tiny, outputs=("log_probs", "entropy"))
-    ids, mask = _batch()
-    labels = ids.masked_fill(mask == 0, -100)
-    labels[:, :-7] = -100
-    before = tiny(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
-    speed.completion_only_logits()
-    try:
-        after = tiny(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
-    finally:
-        speed.completion_only_logits(False)
-    torch.testing.assert_close(after.log_probs, before.log_probs, atol=1e-5, rtol=0)
-    torch.testing.assert_close(after.entropy, before.entropy, atol=1e-5, rtol=0)
-    import trl.trainer.utils as tu
-
-    assert not hasattr(tu._use_triton, "_original")  # restored
-
-
-def test_share_prefill_generates_the_same(tiny, tiny_model_dir):
+def test_shared_prefill_generates_the_same(tiny, tiny_model_dir):
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     plain.config.sliding_window = 8
     ids = torch.randint(3, 300, (1, 20), generator=torch.Generator().manual_seed(1)).repeat(4, 1)
-    kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    speed.share_prefill(tiny)
+    mask = torch.ones_like(ids)
     for sample in (False, True):
         gc = GenerationConfig(max_new_tokens=15, do_sample=sample, pad_token_id=0, eos_token_id=2)
         torch.manual_seed(3)
-        ref = plain.generate(**kw, generation_config=gc)
+        ref = plain.generate(input_ids=ids, attention_mask=mask, generation_config=gc)
         torch.manual_seed(3)
-        assert torch.equal(tiny.generate(**kw, generation_config=gc), ref)
-    mixed = torch.cat([ids[:2], ids[:2].flip(1)])  # different prompts: falls back to the plain path
+        out, shared = speed.shared_prefill_generate(tiny, ids, mask, generation_config=gc)
+        assert shared and torch.equal(out, ref)
+    mixed = torch.cat([ids[:2], ids[:2].flip(1)])  # different prompts: the plain path
     gc = GenerationConfig(max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=2)
-    out = tiny.generate(input_ids=mixed, attention_mask=torch.ones_like(mixed), generation_config=gc)
+    out, shared = speed.shared_prefill_generate(tiny, mixed, torch.ones_like(mixed), generation_config=gc)
     ref = plain.generate(input_ids=mixed, attention_mask=torch.ones_like(mixed), generation_config=gc)
-    assert torch.equal(out, ref)
+    assert not shared and torch.equal(out, ref)
 
 
 def test_freeze_embeddings_freezes_the_tied_head(tiny):
@@ -123,87 +105,38 @@ def test_freeze_embeddings_freezes_the_tied_head(tiny):
     assert speed.freeze_embeddings(tiny) == 0
 
 
-def test_stop_at_markers(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def test_stop_token_ids_come_from_the_stop_markers(tiny_model_dir):
+    """The stop tokens are the single tokens that open a marker of prompts.STOP_MARKERS (the set extract_answer
+    cuts at): '###' of '\\n###', newline runs of '\\n\\n\\n', chat end tokens; a multi-token marker is left out."""
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.add_tokens(["###"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    eos = speed.stop_at_markers(model, tok, markers=("###",))
-    assert eos[0] == tok.eos_token_id and tok.convert_tokens_to_ids("###") in eos
-    assert speed.stop_at_markers(model, tok, markers=("###",)) == eos  # idempotent
+    assert speed.stop_token_ids(tok) == []  # the tiny byte-level vocabulary has none as one token
+    tok.add_tokens(["###", "\n\n\n", "\n\n\n\n\n"])
+    tok.add_special_tokens({"additional_special_tokens": ["<end_of_turn>"]})
+    ids = speed.stop_token_ids(tok)
+    names = ["###", "\n\n\n", "\n\n\n\n\n", "<end_of_turn>"]
+    assert ids == [tok.convert_tokens_to_ids(n) for n in names]
+    assert "\n질문:" in STOP_MARKERS  # several tokens here: not a stop token
+    for i in ids:  # after a line of answer, each stop token opens a marker where extract_answer cuts
+        assert extract_answer('"답."가 옳다.\n' + tok.decode([i]) + " 다음 예시") == '"답."가 옳다.'
 
 
-def _train_one_step(model_dir, options, seed=0):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    model.config.sliding_window = 8
-    if "freeze" in options:
-        speed.freeze_embeddings(model)
-    if "prefill" in options:
-        speed.share_prefill(model)
-    prompts = ["질문: 우동이 불을 것 같아 걱정이다. 답변:", "다음 문장에서 어문 규범에 맞지 않는 부분을 고치고 답변:"]
-    args = GRPOConfig(
-        output_dir=str(model_dir / f"run-{'-'.join(options) or 'plain'}"),
-        num_generations=4,
-        per_device_train_batch_size=4,
-        max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-2,
-        seed=seed,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        gradient_checkpointing="ckpt" in options,
-        disable_tqdm=True,
-    )
-
-    def reward(completions, **kw):
-        return [float(len(c)) for c in completions]
-
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[reward],
-        args=args,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
-        processing_class=tok,
-    )
-    if "prefix" in options:
-        speed.share_prompt_prefix(trainer)
-    prof = speed.StepProfiler().attach(trainer)
-    trainer.train()
-    return {n: p.detach().clone() for n, p in model.named_parameters()}, prof
+def test_bf16_generator_copies_trainable_weights(tiny):
+    speed.freeze_embeddings(tiny)
+    gen = speed.BF16Generator(tiny)
+    assert gen.model is not tiny and all(p.dtype == torch.bfloat16 for p in gen.model.parameters())
+    with torch.no_grad():
+        for p in tiny.parameters():
+            p.add_(0.5)
+    gen.refresh()
+    for name, p in tiny.named_parameters():
+        copied = torch.equal(gen.model.get_parameter(name), p.detach().to(torch.bfloat16))
+        assert copied == p.requires_grad, name  # frozen parameters are never copied again
 
 
-def test_training_step_is_unchanged_by_the_options(tiny_model_dir):
-    """Two GRPO steps with every exact option give the parameters plain TRL gives (same seed)."""
-    from transformers import AutoModelForCausalLM
-
-    before = {n: p.detach().clone() for n, p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters()}
-    plain, _ = _train_one_step(tiny_model_dir, ())
-    fast, prof = _train_one_step(tiny_model_dir, ("prefix", "prefill"))
-    changed = [n for n in plain if not torch.equal(plain[n], before[n])]
-    assert changed, "plain TRL did not change any parameter"
-    for name in plain:
-        torch.testing.assert_close(fast[name], plain[name], atol=2e-5, rtol=1e-4, msg=name)
-    assert len(prof.records) == 2
-    rec = prof.records[-1]
-    assert rec.phases["generate"] > 0 and rec.phases["forward"] > 0 and rec.phases["backward"] > 0
-    assert sum(v for k, v in rec.phases.items() if k != "other") <= rec.seconds + 1e-3
-    summary = prof.summary(skip=1)
-    assert summary["steps"] == 1 and summary["peak_rss_gb"] > 0
-
-
-def test_frozen_embedding_is_not_trained(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).get_input_embeddings().weight.detach().clone()
-    after, _ = _train_one_step(tiny_model_dir, ("freeze", "prefix", "prefill"))
-    emb = [n for n in after if "embed_tokens" in n]
-    assert emb and torch.equal(after[emb[0]], before)
-    assert any("layers.0" in n for n in after)
+def test_tune_malloc_and_threads():
+    assert speed.tune_malloc() in (True, False)
+    n = torch.get_num_threads()
+    speed.set_threads(None)
+    assert torch.get_num_threads() == n

@@ -20,11 +20,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from trl import GRPOConfig
 
 from malpyeong_grpo import rewards, train
 from malpyeong_grpo.configs import parse_args
 from malpyeong_grpo.data import DataError, load_items, split_path
+from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "recipes" / "demo-cpu.yaml")
@@ -200,7 +200,7 @@ def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_pat
     assert json.loads((out / "log_history.json").read_text()) == trainer.state.log_history
     record = json.loads((out / "run_info.jsonl").read_text().splitlines()[0])
     assert record["packages"]["trl"] and record["git_commit"] and record["data"]["train_items"] > 0
-    assert record["configs"]["GRPOConfig"]["max_steps"] == 3
+    assert record["configs"]["MalpyeongGRPOConfig"]["max_steps"] == 3
     assert record["configs"]["ScriptArguments"]["reward_funcs"] == names
 
 
@@ -208,9 +208,9 @@ SCRIPT = LEN_SUITE + textwrap.dedent(
     """
     import os, signal, sys
     from transformers import TrainerCallback
-    from trl import GRPOConfig
     from malpyeong_grpo import rewards, train
     from malpyeong_grpo.configs import parse_args
+    from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
     rewards.get_suite = lambda: LenSuite()
     rewards.REWARDS["length"] = lambda prompts, completions, **kw: [len(str(c)) / 10 for c in completions]
@@ -286,38 +286,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "unknown reward(s) magic" in err and "Traceback" not in err
 
 
-def test_speed_switches_are_wired(tiny_model_dir, tmp_path, monkeypatch):
-    """The recipe's speed fields reach malpyeong_grpo.speed (issue 8; its own tests check they are exact)."""
+def test_speed_fields_switch_the_trainers_fast_paths_on(tiny_model_dir, tmp_path, monkeypatch):
+    """The recipe's speed fields (MalpyeongGRPOConfig) reach the trainer: each fast path ran (its call counter),
+    and nothing process-wide or on the model stays patched (tests/test_trainer.py checks they are exact)."""
     import trl.trainer.utils as tu
 
-    monkeypatch.setitem(rewards.REWARDS, "length", length)
-    argv = tiny_argv(tiny_model_dir, tmp_path / "run", "--max_steps", "2", "--save_strategy", "no")
-    argv += ["--reward_funcs", "format", "length", "--reward_weights", "1", "1"]
-    argv += [f"--{k}" for k in ("completion_only_logits", "share_prompt_prefix", "share_prefill", "bf16_generation")]
-    args, targs, margs = parse_args(argv, GRPOConfig, "t")
-    before = train.load_policy(margs, targs, args)[0].state_dict()
-    try:
-        trainer = train.run(args, targs, margs, argv)
-        assert hasattr(tu._use_triton, "_original")  # completion-only LM head
-        assert trainer._get_per_token_logps_and_entropies.__name__ == "_get_per_token_logps_and_entropies"
-        assert trainer._get_per_token_logps_and_entropies.__wrapped__  # routed through prefix_shared_logps
-        assert trainer.model.generate.__name__ == "generate" and not hasattr(trainer.model.generate, "__self__")
-        steps = [r for r in trainer.state.log_history if "reward" in r]
-        assert len(steps) == 2 and any(r["grad_norm"] > 0 for r in steps)
-        after = trainer.model.state_dict()
-        assert any(not torch.allclose(before[k], after[k]) for k in before if "embed" not in k)
-    finally:
-        from malpyeong_grpo import speed
+    from malpyeong_grpo.speed import stop_token_ids
+    from malpyeong_grpo.trainer import MalpyeongGRPOTrainer
 
-        speed.completion_only_logits(False)
-    for name in (
-        "completion_only_logits",
-        "share_prompt_prefix",
-        "checkpoint_prompt",
-        "share_prefill",
-        "stop_at_markers",
-        "bf16_generation",
-    ):
-        setattr(args, name, False)
-    train.apply_model_speedups(args, *train.load_policy(margs, targs, args), margs)
-    assert not hasattr(tu._use_triton, "_original")  # switched off again by the next run
+    original = tu._use_triton
+    monkeypatch.setitem(rewards.REWARDS, "length", length)
+
+    def run(out: str, *extra: str):
+        argv = tiny_argv(tiny_model_dir, tmp_path / out, "--max_steps", "2", "--save_strategy", "no", *extra)
+        argv += ["--reward_funcs", "format", "length", "--reward_weights", "1", "1"]
+        return train.run(*parse_args(argv, GRPOConfig, "t"), argv)
+
+    trainer = run("all")  # the demo recipe: every option on
+    assert isinstance(trainer, MalpyeongGRPOTrainer)
+    calls = trainer.speed_calls
+    assert calls["completion_logps"] >= 2 and not calls["completion_only_head"]  # the shared-prefix pass
+    assert calls["generate_batch"] == calls["shared_prefill"] == calls["bf16_generation"] == 2
+    assert trainer.stop_ids == stop_token_ids(trainer.processing_class)
+    assert "generate" not in vars(trainer.model) and tu._use_triton is original
+    off = ("share_prompt_prefix", "checkpoint_prompt", "share_prefill", "bf16_generation")
+    trainer = run("head", *[x for k in off for x in (f"--{k}", "false")])
+    assert trainer.speed_calls["completion_only_head"] >= 2 and not trainer.speed_calls["completion_logps"]
+    assert tu._use_triton is original  # the completion-only head is scoped to the trainer's log-prob pass
+    steps = [r for r in trainer.state.log_history if "reward" in r]
+    assert len(steps) == 2 and any(r["grad_norm"] > 0 for r in steps)

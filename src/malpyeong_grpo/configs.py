@@ -95,44 +95,6 @@ class ScriptArguments:
         default="bm25",
         metadata={"help": "bm25, dense, hybrid or learned (needs labels_file), without retrieved_file."},
     )
-    # speed
-    freeze_embeddings: bool = field(
-        default=False,
-        metadata={
-            "help": "Do not train the input embedding (and the LM head tied to it): for gemma-3-270m that is "
-            "168M of 268M parameters, so the optimizer state and update shrink by about two thirds."
-        },
-    )
-    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (CPU)."})
-    completion_only_logits: bool = field(
-        default=False,
-        metadata={"help": "LM head on completion positions only in the loss pass (TRL does so on CUDA only); exact."},
-    )
-    share_prompt_prefix: bool = field(
-        default=False,
-        metadata={"help": "Log-probs: each group's prompt runs once, its KV cache shared by the completions; exact."},
-    )
-    checkpoint_prompt: bool = field(
-        default=False,
-        metadata={
-            "help": "With share_prompt_prefix: keep only the prompt's KV cache for backward and run the prompt pass "
-            "again there (less memory, one more prompt forward per group); exact."
-        },
-    )
-    tune_malloc: bool = field(
-        default=False,
-        metadata={"help": "glibc: large blocks via mmap (returned to the OS when freed), 2 arenas; lowers peak RSS."},
-    )
-    share_prefill: bool = field(
-        default=False, metadata={"help": "Generation: a group's identical prompts are prefilled once; exact."}
-    )
-    stop_at_markers: bool = field(
-        default=False,
-        metadata={"help": "End a base model's completion at the token that starts a new few-shot block ('###')."},
-    )
-    bf16_generation: bool = field(
-        default=False, metadata={"help": "Sample from a bfloat16 copy of the policy (CPU: half the weight traffic)."}
-    )
     merge_lora: bool = field(
         default=False, metadata={"help": "With use_peft, also save the adapter merged into the base as 'merged/'."}
     )
@@ -152,8 +114,6 @@ class ScriptArguments:
             problems.append(f"{where}: num_contexts must be at least 1, got {self.num_contexts}")
         if self.prompt_format not in PROMPT_FORMATS:
             problems.append(f"{where}: prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
-        if self.checkpoint_prompt and not self.share_prompt_prefix:
-            problems.append(f"{where}: checkpoint_prompt needs share_prompt_prefix")
         if self.retrieval_method not in RETRIEVAL_METHODS:
             problems.append(f"{where}: retrieval_method must be one of {', '.join(RETRIEVAL_METHODS)}")
         elif self.retrieval_method == "learned" and self.rules_file and not (self.labels_file or self.retrieved_file):

@@ -239,18 +239,19 @@ def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def demo_command(argv: list[str]) -> int:
     """``malpyeong-grpo demo [--data-dir DIR] [--output-dir DIR] [--minutes M] [-- GRPO overrides]``."""
-    from trl import GRPOConfig
-
     from . import rewards
     from .configs import parse_args
     from .train import load_policy, make_trainer
+    from .trainer import MalpyeongGRPOConfig
 
     t0 = time.perf_counter()
     opts, extra = parse_demo_args(argv)
     out = Path(opts.output_dir)
     recipe = dict(DEMO_RECIPE, model_name_or_path=opts.model, seed=opts.seed, shot_seed=opts.seed)
     recipe.update(output_dir=str(out / "model"), max_steps=opts.max_steps, save_strategy="no", holdout_fraction=0.0)
-    script_args, training_args, model_args = parse_args(_argv(recipe) + extra, GRPOConfig, prog="malpyeong-grpo demo")
+    script_args, training_args, model_args = parse_args(
+        _argv(recipe) + extra, MalpyeongGRPOConfig, prog="malpyeong-grpo demo"
+    )
     script_args.eval_max_new_tokens, script_args.eval_batch_size = opts.eval_max_new_tokens, opts.eval_batch_size
 
     print(f"[demo 1/6] data: {'official train split + dev subset' if opts.data_dir else 'sample set'}")

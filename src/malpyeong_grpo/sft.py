@@ -46,8 +46,8 @@ def run_sft(args: ScriptArguments, sft_args: Any, model_args: Any, argv: Sequenc
     import torch
     from trl import SFTTrainer, get_peft_config
 
-    if args.torch_num_threads:
-        torch.set_num_threads(args.torch_num_threads)
+    if sft_args.torch_num_threads:
+        torch.set_num_threads(sft_args.torch_num_threads)
     checkpoint = resolve_checkpoint(sft_args.resume_from_checkpoint, sft_args.output_dir)
     model, tokenizer = load_policy(model_args, sft_args, args)
     with sft_args.main_process_first(desc="dataset"):
@@ -69,11 +69,11 @@ def run_sft(args: ScriptArguments, sft_args: Any, model_args: Any, argv: Sequenc
 
 def sft_command(argv: list[str]) -> int:
     """``malpyeong-grpo sft --config recipes/<name>.yaml [--field value ...]``."""
-    from trl import SFTConfig
+    from .trainer import MalpyeongSFTConfig
 
     if not argv:
         argv = ["--help"]
-    args, sft_args, model_args = parse_args(argv, SFTConfig, prog="malpyeong-grpo sft")
+    args, sft_args, model_args = parse_args(argv, MalpyeongSFTConfig, prog="malpyeong-grpo sft")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trainer = run_sft(args, sft_args, model_args, argv)

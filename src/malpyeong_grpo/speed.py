@@ -1,118 +1,23 @@
-"""Training-speed options for TRL's GRPOTrainer and a per-step phase profiler.
+"""The computations behind the training-speed options; ``trainer.MalpyeongGRPOTrainer`` switches them on from its
+config fields (docs/throughput.md). Plain functions on a model, a tokenizer or the process, nothing patched:
 
-Each option is a plain function applied to a model or a trainer, so that a recipe field can switch it on:
-
-- ``freeze_embeddings(model)``: the (tied) token embedding is not trained; no gradient, no Adam state for it.
-- ``completion_only_logits()``: the LM head scores only completion positions (TRL does so on CUDA only; on CPU it
-  projects every prompt position through the whole vocabulary and throws the result away).
-- ``stop_at_markers(model, tokenizer)``: generation of a base model ends where its answer ends (at the start of a
-  new few-shot block) instead of running on to ``max_completion_length``.
-- ``set_threads(n)``: torch intra-op threads.
-
-``StepProfiler`` splits each optimizer step's wall time into generation, rewards, forward, backward, gradient
-clipping and optimizer phases, and records peak RSS.
+- ``prefix_shared_logps``: per-token log-probs with each group's prompt through the backbone once and only the
+  completion positions through the LM head (``share_prompt_prefix``, ``checkpoint_prompt``);
+- ``shared_prefill_generate``: ``generate`` for a batch of identical prompts (a GRPO group) with the prompt
+  prefilled once (``share_prefill``);
+- ``BF16Generator``: a bfloat16 copy of the policy to sample from, refreshed from the trained weights
+  (``bf16_generation``);
+- ``stop_token_ids``: the single tokens that open one of ``prompts.STOP_MARKERS`` (``stop_at_markers``);
+- ``freeze_embeddings``, ``set_threads``, ``tune_malloc``.
 """
 
 from __future__ import annotations
 
-import functools
-import resource
-import statistics
-import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
-from transformers import TrainerCallback
-
-PHASES = ("generate", "rewards", "forward", "backward", "clip", "optimizer")
-
-
-def peak_rss_gb() -> float:
-    """Peak resident set size of this process so far, in GB (10^9 bytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-
-
-@dataclass
-class StepRecord:
-    """Wall time of one optimizer step and of its phases, in seconds."""
-
-    step: int
-    seconds: float
-    phases: dict[str, float] = field(default_factory=dict)
-    cpu_seconds: float = 0.0  # process CPU time (all threads): less sensitive than wall time to other load
-    peak_rss_gb: dict[str, float] = field(default_factory=dict)  # process peak RSS when each phase ended
-
-
-class StepProfiler(TrainerCallback):
-    """Times every optimizer step of a GRPOTrainer and its phases; ``attach`` it before ``trainer.train()``."""
-
-    def __init__(self) -> None:
-        self.records: list[StepRecord] = []
-        self._acc: dict[str, float] = defaultdict(float)
-        self._rss: dict[str, float] = {}
-        self._t0 = 0.0
-        self._c0 = 0.0
-        self._t_opt = 0.0
-
-    def attach(self, trainer: Any) -> StepProfiler:
-        """Wrap the trainer's phase methods with timers and register as a callback."""
-        self._wrap(trainer, "_generate", "generate")
-        self._wrap(trainer, "_calculate_rewards", "rewards")
-        self._wrap(trainer, "compute_loss", "forward")
-        self._wrap(trainer, "_clip_grad_norm", "clip")
-        self._wrap(trainer.accelerator, "backward", "backward")
-        trainer.add_callback(self)
-        return self
-
-    def _wrap(self, obj: Any, name: str, phase: str) -> None:
-        fn = getattr(obj, name)
-
-        @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._acc[phase] += time.perf_counter() - t
-                self._rss[phase] = peak_rss_gb()
-
-        setattr(obj, name, timed)
-
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: D102
-        self._acc.clear()
-        self._rss = {}
-        self._t0 = time.perf_counter()
-        self._c0 = time.process_time()
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):  # noqa: D102
-        self._t_opt = time.perf_counter()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):  # noqa: D102
-        self._acc["optimizer"] += time.perf_counter() - self._t_opt
-        self._rss["optimizer"] = peak_rss_gb()
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
-        total = time.perf_counter() - self._t0
-        phases = {p: round(self._acc.get(p, 0.0), 3) for p in PHASES}
-        phases["other"] = round(total - sum(phases.values()), 3)
-        cpu = round(time.process_time() - self._c0, 3)
-        rss = {p: round(v, 3) for p, v in self._rss.items()}
-        self.records.append(StepRecord(state.global_step, round(total, 3), phases, cpu, rss))
-
-    def summary(self, skip: int = 1) -> dict[str, Any]:
-        """Median seconds per step and per phase over the steps after the first ``skip`` (warm-up) steps."""
-        recs = self.records[skip:] or self.records
-        if not recs:
-            return {"steps": 0}
-        return {
-            "steps": len(recs),
-            "median_s_per_step": round(statistics.median(r.seconds for r in recs), 3),
-            "median_cpu_s_per_step": round(statistics.median(r.cpu_seconds for r in recs), 3),
-            "phases": {p: round(statistics.median(r.phases[p] for r in recs), 3) for p in (*PHASES, "other")},
-            "peak_rss_gb": round(peak_rss_gb(), 3),
-        }
+from .prompts import STOP_MARKERS
 
 
 def set_threads(n: int | None) -> None:
@@ -121,72 +26,6 @@ def set_threads(n: int | None) -> None:
 
     if n:
         torch.set_num_threads(n)
-
-
-def freeze_embeddings(model: Any) -> int:
-    """Stop training the input embedding (and the LM head tied to it); return the number of frozen parameters."""
-    emb = model.get_input_embeddings()
-    n = 0
-    for p in emb.parameters():
-        if p.requires_grad:
-            p.requires_grad_(False)
-            n += p.numel()
-    return n
-
-
-def completion_only_logits(enable: bool = True) -> None:
-    """Make TRL's fused LM head score only the positions that carry a label (the completion tokens) on every device
-    (``enable=False`` restores TRL's choice). Process-wide: it patches ``trl.trainer.utils``.
-
-    TRL 1.16 projects only labelled positions when Triton runs (CUDA/XPU) and every position elsewhere, to keep tile
-    shapes static for compilers; on CPU that projects each prompt token through the whole vocabulary, forward and
-    backward, for nothing. The projection itself is TRL's chunked kernel either way (torch ops on CPU).
-    """
-    import trl.trainer.utils as tu
-
-    if not hasattr(tu, "_use_triton"):
-        raise RuntimeError("completion_only_logits: this TRL version has no trl.trainer.utils._use_triton to patch")
-    current = tu._use_triton
-    original = getattr(current, "_original", current)
-    if not enable:
-        tu._use_triton = original
-        return
-    if current is not original:
-        return
-
-    def compact(device: Any) -> bool:
-        return True
-
-    compact._original = original  # type: ignore[attr-defined]
-    tu._use_triton = compact
-
-
-def stop_token_ids(tokenizer: Any, markers: Sequence[str] = ("###", "\n\n\n", "\n\n\n\n")) -> list[int]:
-    """Token ids that begin a new few-shot block (or a run of blank lines) in the base-model prompt."""
-    ids: list[int] = []
-    for m in markers:
-        toks = tokenizer(m, add_special_tokens=False).input_ids
-        if len(toks) == 1 and toks[0] not in ids:
-            ids.append(toks[0])
-    return ids
-
-
-def stop_at_markers(model: Any, tokenizer: Any, markers: Sequence[str] = ("###", "\n\n\n", "\n\n\n\n")) -> list[int]:
-    """Add the single-token stop markers to the model's EOS ids (before building the trainer, which reads them).
-
-    Generation then ends a sequence where a base model starts a new few-shot block; TRL masks everything after the
-    first EOS id, so the marker is the last trained token and nothing after it is. Returns the EOS id list.
-    """
-    gc = model.generation_config
-    eos = gc.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-        eos.insert(0, tokenizer.eos_token_id)
-    for tid in stop_token_ids(tokenizer, markers):
-        if tid not in eos:
-            eos.append(tid)
-    gc.eos_token_id = eos
-    return eos
 
 
 def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
@@ -207,11 +46,83 @@ def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
         return False
 
 
-def timed_call(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn`` and return (result, seconds)."""
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+def freeze_embeddings(model: Any) -> int:
+    """Stop training the input embedding (and the LM head tied to it); return the number of parameters frozen."""
+    n = 0
+    for p in model.get_input_embeddings().parameters():
+        if p.requires_grad:
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
+def stop_token_ids(tokenizer: Any, markers: Sequence[str] = STOP_MARKERS, max_newlines: int = 32) -> list[int]:
+    """Ids of the single tokens that open a stop marker (``prompts.STOP_MARKERS``, where ``extract_answer`` cuts a
+    completion): a marker's text after its leading newline ('###' of '\\n###'), and for a marker of newlines alone
+    each run of at least that many newlines. Markers that are no single token of this tokenizer are left out."""
+    texts: list[str] = []
+    for marker in markers:
+        body = marker.lstrip("\n")
+        texts += [body] if body else [marker + "\n" * k for k in range(max(0, max_newlines - len(marker)) + 1)]
+    ids: list[int] = []
+    for text in texts:
+        toks = tokenizer(text, add_special_tokens=False).input_ids
+        if len(toks) == 1 and toks[0] not in ids:
+            ids.append(toks[0])
+    return ids
+
+
+def shared_prefill_generate(model: Any, input_ids: Any, attention_mask: Any, **kwargs: Any) -> tuple[Any, bool]:
+    """(``model.generate`` output, whether the prefill was shared) for a batch of prompts.
+
+    When every row holds the same unpadded prompt (a GRPO group), the prompt minus its last token runs once with a
+    KV cache, the cache is repeated for the batch, and ``generate`` continues from it exactly as it would have from
+    its own prefill (same tokens, same samples). Other batches generate as usual.
+    """
+    import torch
+
+    shared = (
+        input_ids.shape[0] > 1
+        and input_ids.shape[1] > 1
+        and bool(attention_mask.all())
+        and bool((input_ids == input_ids[:1]).all())
+    )
+    if not shared:
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs), False
+    with torch.no_grad():
+        out = model(input_ids=input_ids[:1, :-1], use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs), True
+
+
+class BF16Generator:
+    """A bfloat16 copy of a model to sample from (half the weight traffic per decoded token on CPU).
+
+    ``refresh`` copies the trainable parameters of the trained model into it (frozen ones never change); the trainer
+    calls it before each generation. Not for PEFT models.
+    """
+
+    def __init__(self, model: Any) -> None:
+        import copy
+
+        import torch
+
+        # deep-copy with each parameter already cast (tied ones stay tied): no transient float32 copy of the model
+        memo = {
+            id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False) for p in model.parameters()
+        }
+        self.model = copy.deepcopy(model, memo).eval()
+        self._pairs = [(p, self.model.get_parameter(n)) for n, p in model.named_parameters() if p.requires_grad]
+
+    def refresh(self) -> Any:
+        """Copy the trained parameters into the bfloat16 copy; return the copy."""
+        import torch
+
+        with torch.no_grad():
+            for src, dst in self._pairs:
+                dst.copy_(src)
+        return self.model
 
 
 def _backbone_and_head(model: Any) -> tuple[Any, Any, Any]:
@@ -221,8 +132,6 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any, Any]:
 
 
 def _cache_kwarg(backbone: Any) -> str:
-    import inspect
-
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
@@ -257,23 +166,24 @@ def prefix_shared_logps(
     """Per-token log-probs (and entropies) of the last ``logits_to_keep`` tokens, running each distinct prompt
     through the backbone once per group instead of once per completion.
 
-    ``checkpoint_prompt``: keep only the prompt's KV cache for backward and recompute the prompt pass there
-    (activation checkpointing of the prompt alone: less memory for one more prompt forward; same values).
-
     Rows whose prompt part (ids and mask) is identical form a group: the prompt (padding stripped) runs once with a
     KV cache, the cache is repeated for the group's completions, and only the completion tokens run again; gradients
     flow back through the shared cache into the single prompt pass. Only completion positions go through the LM head
-    (TRL's chunked log-softmax kernel). Values equal the full forward's (see tests/test_speed.py).
+    (TRL's chunked log-softmax kernel, ``trl_compat.chunked_logprobs``). Values equal the full forward's of each
+    group without its padding (tests/test_speed.py).
+
+    ``checkpoint_prompt``: keep only the prompt's KV cache for backward and recompute the prompt pass there
+    (activation checkpointing of the prompt alone: less memory for one more prompt forward; same values).
     """
     import torch
-    from trl.kernels import ChunkedLogProbFunction
+
+    from .trl_compat import chunked_logprobs
 
     base, backbone, head = _backbone_and_head(model)
     cfg = base.config.get_text_config()
     softcap = getattr(cfg, "final_logit_softcapping", None)
     scale = getattr(cfg, "logit_scale", None) or 1.0
     cache_kw = _cache_kwarg(backbone)
-    outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
     p_len = input_ids.shape[1] - logits_to_keep
     groups: dict[tuple, list[int]] = {}
     prompt_rows = torch.cat([input_ids[:, :p_len], attention_mask[:, :p_len]], dim=1).tolist()
@@ -302,9 +212,7 @@ def prefix_shared_logps(
         # the hidden state before each completion token predicts it: the prompt's last, then the completion's own
         hidden = torch.cat([last.expand(n, 1, -1), second.last_hidden_state[:, :-1]], 1)
         mask = comp_mask.bool()
-        lp, ent, *_ = ChunkedLogProbFunction.apply(
-            hidden[mask], head.weight, head.bias, comp[mask], temperature, 32768, softcap, scale, outputs
-        )
+        lp, ent = chunked_logprobs(hidden[mask], head, comp[mask], temperature, softcap, scale, compute_entropy)
         lp = lp.new_zeros(mask.shape).masked_scatter(mask, lp)
         ent = ent.new_zeros(mask.shape).masked_scatter(mask, ent) if ent is not None else None
         parts.append((idx, lp, ent))
@@ -312,107 +220,3 @@ def prefix_shared_logps(
     logps = torch.cat([lp for _, lp, _ in parts])[order]
     ents = torch.cat([e for _, _, e in parts])[order] if compute_entropy else None
     return logps, ents
-
-
-def share_prompt_prefix(trainer: Any, checkpoint_prompt: bool = False) -> None:
-    """Route the trainer's log-prob computation (loss forward and old/ref log-probs) through
-    ``prefix_shared_logps``: each group's prompt runs once, only completion positions reach the LM head; under the
-    trainer's autocast, as TRL's own path. ``checkpoint_prompt``: see ``prefix_shared_logps``."""
-    original = trainer._get_per_token_logps_and_entropies
-
-    @functools.wraps(original)
-    def logps(
-        model,
-        input_ids,
-        attention_mask,
-        logits_to_keep,
-        batch_size=None,
-        compute_entropy=False,
-        compute_aux_loss=False,
-        **extra,
-    ):
-        if compute_aux_loss or any(v is not None for v in extra.values()):
-            return original(
-                model,
-                input_ids,
-                attention_mask,
-                logits_to_keep,
-                batch_size=batch_size,
-                compute_entropy=compute_entropy,
-                compute_aux_loss=compute_aux_loss,
-                **extra,
-            )
-        with trainer.accelerator.autocast():
-            lp, ent = prefix_shared_logps(
-                model,
-                input_ids,
-                attention_mask,
-                logits_to_keep,
-                trainer.temperature,
-                compute_entropy=compute_entropy,
-                checkpoint_prompt=checkpoint_prompt,
-            )
-        return lp, ent, None
-
-    trainer._get_per_token_logps_and_entropies = logps
-
-
-def share_prefill(model: Any) -> None:
-    """Make ``model.generate`` run a batch of identical prompts (a GRPO group) through the prompt once.
-
-    The prompt minus its last token runs once with a KV cache, the cache is repeated for the batch, and
-    ``generate`` continues from it exactly as it would have from its own prefill. Batches of different prompts
-    generate as before.
-    """
-    import torch
-
-    original = model.generate
-
-    @functools.wraps(original)
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        mask = kwargs.get("attention_mask")
-        shared = (
-            ids is not None
-            and not args
-            and ids.shape[0] > 1
-            and ids.shape[1] > 1
-            and kwargs.get("cache") is None
-            and kwargs.get("past_key_values") is None
-            and (mask is None or bool(mask.all()))
-            and bool((ids == ids[:1]).all())
-        )
-        if not shared:
-            return original(*args, **kwargs)
-        with torch.no_grad():
-            out = model(input_ids=ids[:1, :-1], use_cache=True, logits_to_keep=1)
-        cache = getattr(out, "cache", None) or out.past_key_values
-        cache.batch_repeat_interleave(ids.shape[0])
-        return original(**kwargs, cache=cache)
-
-    model.generate = generate
-
-
-def bf16_generation(model: Any) -> Any:
-    """Sample with a bfloat16 copy of the model (half the weight traffic per decoded token on CPU).
-
-    The copy is refreshed from the trained parameters before each ``generate`` call (only the trainable ones,
-    frozen ones never change). Call before the trainer patches the model; not for PEFT models. Returns the copy.
-    """
-    import copy
-
-    import torch
-
-    # deep-copy with each parameter already cast (tied ones stay tied): no transient float32 copy of the model
-    memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False) for p in model.parameters()}
-    gen = copy.deepcopy(model, memo).eval()
-    pairs = [(p, gen.get_parameter(n)) for n, p in model.named_parameters() if p.requires_grad]
-
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad():
-            for src, dst in pairs:
-                dst.copy_(src)
-        return gen.generate(*args, **kwargs)  # looked up now: share_prefill(gen) may wrap it
-
-    model.generate = generate
-    return gen

@@ -152,16 +152,10 @@ def build_datasets(args: ScriptArguments, tokenizer: Any) -> tuple[Any, Any, dic
 # ---------------------------------------------------------------- model
 
 
-def freeze_embeddings(model: Any) -> int:
-    """Stop training the input embedding (and a tied LM head); return the number of parameters frozen."""
-    weight = model.get_input_embeddings().weight
-    weight.requires_grad_(False)
-    return weight.numel()
-
-
 def load_policy(model_args: Any, training_args: Any, args: ScriptArguments) -> tuple[Any, Any]:
     """(model, tokenizer) for training: the embedded alias and .gguf files resolved to a checkpoint folder;
-    4/8-bit bases (bitsandbytes) placed per process; embeddings frozen when asked."""
+    4/8-bit bases (bitsandbytes) placed per process; embeddings frozen when ``training_args.freeze_embeddings``
+    (``trainer.MalpyeongGRPOConfig`` / ``MalpyeongSFTConfig``) asks and no LoRA adapter is trained."""
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
     from trl import get_quantization_config
@@ -189,7 +183,9 @@ def load_policy(model_args: Any, training_args: Any, args: ScriptArguments) -> t
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError([f"{model_args.model_name_or_path}: cannot load the model ({first})"]) from None
     tokenizer = load_tokenizer(path)
-    if args.freeze_embeddings and not model_args.use_peft:
+    if training_args.freeze_embeddings and not model_args.use_peft:
+        from .speed import freeze_embeddings
+
         frozen = freeze_embeddings(model)
         logger.info("froze the input embedding (%d parameters)", frozen)
         if training_args.gradient_checkpointing:
@@ -248,23 +244,21 @@ def make_trainer(
     callbacks: Sequence[Any] = (),
     model_and_tokenizer: tuple[Any, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """A ready GRPOTrainer for the configuration (on an already loaded model when given), and the data
-    description."""
-    from trl import GRPOTrainer, get_peft_config
+    """A ready ``MalpyeongGRPOTrainer`` for the configuration (``training_args``: a ``MalpyeongGRPOConfig``, whose
+    speed options the trainer applies) on an already loaded model when given, and the data description."""
+    from trl import get_peft_config
 
-    from . import rewards, speed
+    from . import rewards
+    from .trainer import MalpyeongGRPOTrainer, apply_process_options
 
-    speed.set_threads(args.torch_num_threads)  # before any model work
-    if args.tune_malloc:
-        speed.tune_malloc()
+    apply_process_options(training_args)  # torch threads, malloc: before any model work
     model, tokenizer = model_and_tokenizer or load_policy(model_args, training_args, args)
     with training_args.main_process_first(desc="dataset"):
         train_ds, eval_ds, info = build_datasets(args, tokenizer)
     if training_args.eval_strategy == "no":
         eval_ds = None
     rewards.configure(args.bertscore_model, args.bleurt_model, args.reward_device or str(training_args.device))
-    apply_model_speedups(args, model, tokenizer, model_args)  # before the trainer reads eos ids and wraps the model
-    trainer = GRPOTrainer(
+    trainer = MalpyeongGRPOTrainer(
         model=model,
         reward_funcs=rewards.get_rewards(args.reward_funcs),
         args=training_args,
@@ -274,26 +268,7 @@ def make_trainer(
         peft_config=get_peft_config(model_args),
         callbacks=[log_history_callback(), *callbacks],
     )
-    if args.share_prompt_prefix:
-        speed.share_prompt_prefix(trainer, checkpoint_prompt=args.checkpoint_prompt)
     return trainer, info
-
-
-def apply_model_speedups(args: ScriptArguments, model: Any, tokenizer: Any, model_args: Any) -> None:
-    """The recipe's speed switches that act on the model or process-wide (``malpyeong_grpo.speed``, issue 8);
-    ``share_prompt_prefix`` acts on the trainer (``make_trainer``)."""
-    from . import speed
-
-    speed.completion_only_logits(args.completion_only_logits)  # process-wide; False restores TRL's own choice
-    if args.stop_at_markers:
-        speed.stop_at_markers(model, tokenizer)
-    generator = model
-    if args.bf16_generation:
-        if model_args.use_peft:
-            raise DataError(["bf16_generation does not work with use_peft"])
-        generator = speed.bf16_generation(model)
-    if args.share_prefill:
-        speed.share_prefill(generator)
 
 
 def train_and_save(
@@ -334,11 +309,11 @@ def run(
 
 def train_command(argv: list[str]) -> int:
     """``malpyeong-grpo train --config recipes/<name>.yaml [--field value ...]``."""
-    from trl import GRPOConfig
+    from .trainer import MalpyeongGRPOConfig
 
     if not argv:
         argv = ["--help"]
-    args, training_args, model_args = parse_args(argv, GRPOConfig, prog="malpyeong-grpo train")
+    args, training_args, model_args = parse_args(argv, MalpyeongGRPOConfig, prog="malpyeong-grpo train")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     trainer = run(args, training_args, model_args, argv)
