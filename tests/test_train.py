@@ -67,12 +67,13 @@ def tiny_argv(model_dir: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_dataset_holds_out_validation_and_never_shows_an_item_its_own_answer(data_dir, tiny_model_dir):
+@pytest.mark.parametrize("shot_method", ["random", "similar"])
+def test_dataset_holds_out_validation_and_never_shows_an_item_its_own_answer(data_dir, tiny_model_dir, shot_method):
+    """Leave-one-out in training: no prompt shows its own answer or a held-out item's, with either shot method."""
     from malpyeong_grpo.models import load_tokenizer
 
-    args, _, _ = parse_args(
-        ["--data_dir", str(data_dir), "--num_shots", "2", "--holdout_fraction", "0.2"], GRPOConfig, "t"
-    )
+    argv = ["--data_dir", str(data_dir), "--num_shots", "2", "--holdout_fraction", "0.2", "--shot_method", shot_method]
+    args, _, _ = parse_args(argv, GRPOConfig, "t")
     tok = load_tokenizer(str(tiny_model_dir))
     train_ds, val_ds, info = train.build_datasets(args, tok)
     items = {it.id: it for it in load_items(split_path("train", data_dir), require_answer=True)}
@@ -88,7 +89,7 @@ def test_dataset_holds_out_validation_and_never_shows_an_item_its_own_answer(dat
         assert prompt.count("### 예시") == 2
     for row in val_ds:  # validation prompts take their shots from the training part only
         assert not any(a in row["prompt"] for a in val_answers)
-    assert set(train_ds.column_names) == {"prompt", "answer", "id", "question_type"}
+    assert set(train_ds.column_names) == {"prompt", "answer", "id", "question_type", "question"}
 
 
 def test_training_items_sources(data_dir, tmp_path):

@@ -30,7 +30,8 @@ from .data import (
     split_path,
     write_json,
 )
-from .prompts import build_prompt, has_chat_template, select_shots
+from .prompts import build_prompt, has_chat_template
+from .shots import ShotSelector
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +92,14 @@ def prompt_rows(
     """Dataset rows: ``prompt`` (text or messages), ``answer`` (gold), ``id``, ``question_type`` and, with rule
     context, ``gold_rule``, ``gold_rule_id`` and ``rule_ids``."""
     chat = use_chat(args, tokenizer)
+    shots = ShotSelector(pool, args.shot_method, args.shot_seed)
     rows = []
     for item in items:
         ctx = (contexts or {}).get(item.id)
         row: dict[str, Any] = {
             "prompt": build_prompt(
                 item,
-                select_shots(item, pool, args.num_shots, args.shot_seed),
+                shots.select(item, args.num_shots),
                 contexts=ctx.texts if ctx else (),
                 tokenizer=tokenizer,
                 chat=chat,
@@ -105,6 +107,7 @@ def prompt_rows(
             "answer": item.answer or "",
             "id": item.id,
             "question_type": item.question_type,
+            "question": item.question,
         }
         if contexts is not None and args.rules_file:
             row["gold_rule"] = (ctx.gold_rule_text if ctx else None) or ""
@@ -136,6 +139,7 @@ def split_rows(
         "validation_ids": [it.id for it in val],
         "chat": use_chat(args, tokenizer),
         "num_shots": args.num_shots,
+        "shot_method": args.shot_method,
         "rule_context": bool(args.rules_file),
     }
     return train_rows, val_rows, info
@@ -237,6 +241,25 @@ def log_history_callback() -> Any:
     return LogHistory()
 
 
+def reward_spread_callback(funcs: Sequence[Any]) -> Any:
+    """A TrainerCallback that adds ``rewards/<name>/group_std`` to each training log: the mean within-group
+    standard deviation of each reward since the last log (``rewards.group_std``; TRL's ``rewards/<name>/std`` is
+    over the whole batch, across prompts)."""
+    from transformers import TrainerCallback
+
+    class RewardSpread(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if not logs or "reward" not in logs or not state.log_history:
+                return
+            for f in funcs:
+                seen = getattr(f, "group_std", None)
+                if seen:
+                    state.log_history[-1][f"rewards/{f.__name__}/group_std"] = sum(seen) / len(seen)
+                    seen.clear()
+
+    return RewardSpread()
+
+
 def make_trainer(
     args: ScriptArguments,
     training_args: Any,
@@ -249,24 +272,34 @@ def make_trainer(
     from trl import get_peft_config
 
     from . import rewards
+    from .selection import with_task_eval
     from .trainer import MalpyeongGRPOTrainer, apply_process_options
 
     apply_process_options(training_args)  # torch threads, malloc: before any model work
     model, tokenizer = model_and_tokenizer or load_policy(model_args, training_args, args)
     with training_args.main_process_first(desc="dataset"):
         train_ds, eval_ds, info = build_datasets(args, tokenizer)
+    trainer_class: type = MalpyeongGRPOTrainer
+    if args.task_eval_items and eval_ds is not None:  # checkpoint choice by the task metric (selection.py)
+        rows = eval_ds.select(range(min(args.task_eval_items, len(eval_ds)))).to_list()
+        trainer_class = with_task_eval(MalpyeongGRPOTrainer, rows, args.task_eval_max_new_tokens)
     if training_args.eval_strategy == "no":
         eval_ds = None
-    rewards.configure(args.bertscore_model, args.bleurt_model, args.reward_device or str(training_args.device))
-    trainer = MalpyeongGRPOTrainer(
+    device = args.reward_device or str(training_args.device)
+    scorer = rewards.PairScorer(args.bertscore_model, args.bleurt_model, device)
+    note = rewards.standin_note(args.reward_funcs, scorer)
+    if note and training_args.process_index == 0:
+        logger.warning(note)
+    funcs = rewards.get_rewards(args.reward_funcs, scorer)
+    trainer = trainer_class(
         model=model,
-        reward_funcs=rewards.get_rewards(args.reward_funcs),
+        reward_funcs=funcs,
         args=training_args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=[log_history_callback(), *callbacks],
+        callbacks=[reward_spread_callback(funcs), log_history_callback(), *callbacks],
     )
     return trainer, info
 
