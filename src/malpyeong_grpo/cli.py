@@ -6,6 +6,7 @@ Each verb lives in the module named for what it does; this file only dispatches 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -19,6 +20,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo_command", "embedded default: a few minutes of GRPO on CPU, scores before and after"),
     "predict": ("predict", "predict_command", "generate a submission file (resumable)"),
     "evaluate": ("evaluate", "evaluate_command", "predict + score with breakdowns and a report"),
+    "baseline": ("baseline", "baseline_command", "answers without a model, from the nearest training items"),
     "rules": ("rules", "rules_command", "parse the reference rule document into rules.jsonl"),
     "retrieve": ("retrieval", "retrieve_command", "retrieve rules for each item (bm25, dense, hybrid, learned)"),
     "label": ("labels", "label_command", "gold-context labels: PPL-based or lexical (resumable)"),
@@ -56,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         for line in e.problems:
             print(f"error: {line}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write deep inside a library (a checkpoint, a cache) on a full or read-only disk
+        if e.filename is None and e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)

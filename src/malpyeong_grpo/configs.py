@@ -153,8 +153,15 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
         where = argv[i + 1] if i + 1 < len(argv) else "--config"
         if i + 1 >= len(argv):
             raise DataError(["--config needs a YAML file"])
-        if not Path(where).is_file():
-            raise DataError([f"{where}: config file not found"])
+        from .data import check_input_file
+
+        check_input_file(where, missing="config file not found")  # a folder or FIFO is named as such, never opened
+        _check_recipe_types(where, parser)
+
+    def one_line_error(message: str) -> None:  # argparse would print the whole usage and exit
+        raise DataError([f"arguments: {message}"])
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     try:
         script_args, config, model_args = parser.parse_args_and_config(argv)
     except (ValueError, TypeError, yaml.YAMLError) as e:
@@ -169,6 +176,80 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
             ]
         )
     return script_args, config, model_args
+
+
+_BOOL_WORDS = {"yes", "no", "true", "false", "t", "f", "y", "n", "1", "0"}
+
+
+def _check_recipe_types(where: str, parser: Any) -> None:
+    """Every recipe value of the type its field takes: argparse converts a recipe's strings but lets a list or a
+    number of the wrong kind through to fail deep inside transformers/TRL. One line per bad value, naming the
+    recipe, the field and the expected type."""
+    import yaml
+
+    from .data import read_text
+
+    try:
+        recipe = yaml.safe_load(read_text(where))
+    except yaml.YAMLError:
+        return  # parse_args_and_config reports it
+    if not isinstance(recipe, dict):
+        return
+    actions = {a.dest: a for a in parser._actions}
+    own = {f.name for f in dataclasses.fields(ScriptArguments)}
+
+    def scalar_ok(kind: Any, value: Any, from_text: bool) -> bool:
+        if kind is int:
+            return (isinstance(value, int) and not isinstance(value, bool)) or (from_text and _parses(int, value))
+        if kind is float:
+            return (isinstance(value, int | float) and not isinstance(value, bool)) or (
+                from_text and _parses(float, value)
+            )
+        if getattr(kind, "__name__", "") == "string_to_bool":
+            return isinstance(value, bool) or (from_text and isinstance(value, str) and value.lower() in _BOOL_WORDS)
+        return True
+
+    def expected(kind: Any) -> str:
+        if kind is int:
+            return "an integer"
+        if kind is float:
+            return "a number"
+        return "true or false" if getattr(kind, "__name__", "") == "string_to_bool" else "a string"
+
+    problems = []
+    for key, value in recipe.items():
+        action = actions.get(key)
+        if action is None or key == "env":
+            continue
+        got = "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
+        if value is None:
+            if action.default is not None:
+                problems.append(f"{where}: {key}: expected {expected(action.type)}, got null")
+            continue
+        if action.nargs in ("+", "*"):
+            if isinstance(value, str) and action.type is str and key not in own:
+                continue  # e.g. lora_target_modules: all-linear
+            if not isinstance(value, list) or not all(
+                scalar_ok(action.type, v, False) and (action.type is not str or isinstance(v, str)) for v in value
+            ):
+                kind = "strings" if action.type is str else "numbers" if action.type is float else "integers"
+                problems.append(f"{where}: {key}: expected a list of {kind}, got {got}")
+        elif not scalar_ok(action.type, value, True):
+            problems.append(f"{where}: {key}: expected {expected(action.type)}, got {got}")
+        elif action.choices is not None and isinstance(value, str) and value not in action.choices:
+            problems.append(f"{where}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
+    if problems:
+        raise DataError(problems)
+
+
+def _parses(kind: type, value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_extras(where: str, config: Any, model_args: Any) -> None:

@@ -8,17 +8,30 @@ import datetime as dt
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .answer import exact_match, parse_answer
-from .data import DataError, Item, atomic_write_text, load_items, write_json
+from .data import (
+    DataError,
+    Item,
+    atomic_write_text,
+    check_outputs,
+    load_items,
+    lock_path,
+    output_lock,
+    read_json_file,
+    write_json,
+)
 from .metrics import STANDIN_NAMES, metric_name
 from .predict import (
     Predictions,
+    _check_args,
     add_predict_args,
     generation_settings,
+    input_paths,
     model_name,
     predict_items,
     submission,
@@ -185,16 +198,46 @@ def run_name(args: argparse.Namespace) -> str:
     return f"{name}-{digest}"
 
 
-def load_runs(out_dir: Path) -> list[dict[str, Any]]:
-    """The result of every run in ``out_dir`` (one sub-folder each), oldest first; unreadable ones are skipped."""
+def _run_problem(run: Any) -> str | None:
+    """Why an earlier run's result cannot go into the comparison, or None when it can."""
+    if not isinstance(run, dict):
+        return f"expected a JSON object, got {type(run).__name__}"
+    scores = run.get("scores")
+    if not isinstance(scores, dict):
+        return "'scores' is not an object"
+    for key in (*METRIC_ORDER, *LOCAL, "n_items"):
+        val = scores.get(key)
+        if val is not None and (isinstance(val, bool) or not isinstance(val, int | float)):
+            return f"scores.{key} is {type(val).__name__}, not a number"
+    for key in ("run", "created", "data"):
+        if run.get(key) is not None and not isinstance(run[key], str):
+            return f"'{key}' is {type(run[key]).__name__}, not a string"
+    try:
+        _metrics(scores)
+    except Exception as e:  # whatever else an edited or foreign file holds: the run is left out, never the report
+        return f"unreadable scores ({type(e).__name__})"
+    return None
+
+
+def load_runs(out_dir: Path, current: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The result of every run in ``out_dir`` (one sub-folder each), oldest first. An earlier run that cannot be
+    read (not UTF-8, not JSON, not a regular file, a value of the wrong type) is skipped with a one-line warning;
+    ``current``, the run just made, is always in (from memory, whatever its file holds)."""
     runs = []
     for path in sorted(out_dir.glob(f"*/{RESULT}")):
+        if path.parent.name.startswith(".") or (current is not None and path.parent.name == current.get("run")):
+            continue  # a hidden (temporary) folder; the current run comes from memory
         try:
-            run = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            run = read_json_file(path)
+            problem = _run_problem(run)
+        except DataError as e:
+            problem = e.problems[0].removeprefix(f"{path}: ")
+        if problem:
+            print(f"warning: {path}: left out of the comparison ({problem})", file=sys.stderr)
             continue
-        if isinstance(run, dict) and isinstance(run.get("scores"), dict):
-            runs.append(run)
+        runs.append(run)
+    if current is not None:
+        runs.append(dict(current))
     return sorted(runs, key=lambda r: (str(r.get("created", "")), str(r.get("run", ""))))
 
 
@@ -369,8 +412,26 @@ def evaluate_command(argv: list[str]) -> int:
     s.add_argument("--device", help="device of the scoring encoders (default: the scorer's choice)")
     add_predict_args(parser)
     args = parser.parse_args(argv)
+    _check_args(args)
+    if args.worst < 0:
+        raise DataError([f"--worst must not be negative, got {args.worst}"])
+    out_dir = Path(args.out_dir)
+    name = args.run_name or run_name(args)
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+        raise DataError([f"--run-name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
+    files = ("predictions.json", "predictions.cache.jsonl", RESULT)
+    outputs = [(f"output {f}", out_dir / name / f) for f in files]
+    outputs += [(f"output {f}", out_dir / f) for f in ("report.md", "report.json", "metrics.png")]
+    outputs += [("its lock", lock_path(out_dir))]
+    check_outputs([*input_paths(args), ("--labels", args.labels)], outputs, [("--out-dir", out_dir)])
+    with output_lock(out_dir):  # a second evaluate into the same folder stops here
+        return _evaluate(args, argv)
+
+
+def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    """The evaluation itself, under the output folder's lock."""
     data_path = Path(args.data)
-    items = load_items(data_path, require_answer=True)
+    items = load_items(data_path, require_answer=True, max_chars=args.max_chars)
     items = items[: args.limit] if args.limit else items
     categories = item_categories(items, args.rules, args.labels)  # checked before any generation
     out_dir = Path(args.out_dir)
@@ -403,8 +464,11 @@ def evaluate_command(argv: list[str]) -> int:
         "items": per_item,
     }
     write_json(run_dir / RESULT, result)
-    runs = load_runs(out_dir)
-    plot_runs(runs, out_dir / "metrics.png")
+    runs = load_runs(out_dir, current=result)
+    try:
+        plot_runs(runs, out_dir / "metrics.png")
+    except (DataError, OSError, ValueError, TypeError, OverflowError) as e:  # the chart is optional, the report not
+        print(f"warning: {out_dir / 'metrics.png'}: not drawn ({e})", file=sys.stderr)
     write_json(
         out_dir / "report.json",
         {"runs": [{k: r.get(k) for k in ("run", "created", "data", "command", "scores", "repairs")} for r in runs]},

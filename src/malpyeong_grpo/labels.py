@@ -24,7 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from .answer import parse_answer
-from .data import DataError, Item, append_jsonl, atomic_write_text, load_items, read_jsonl
+from .data import (
+    DataError,
+    Item,
+    append_jsonl,
+    atomic_write_text,
+    check_outputs,
+    load_items,
+    lock_path,
+    output_lock,
+    read_jsonl,
+    read_jsonl_file,
+)
 from .rules import Rule, format_rule, load_rules
 
 LABEL_METHODS = ("ppl", "lexical")
@@ -338,12 +349,12 @@ def ppl_candidates(
 
 
 def load_labels(path: str | Path) -> dict[str, str]:
-    """item id -> gold rule id, from a label file (JSONL rows with 'id' and 'rule_id')."""
+    """item id -> gold rule id, from a label file (JSONL rows with 'id' and 'rule_id'), read strictly: the user's
+    file is never changed (a cut-off last line is an error, not dropped)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError([f"{path}: file not found (make it with: malpyeong-grpo label --out {path})"])
     out: dict[str, str] = {}
-    for n, row in enumerate(read_jsonl(path), 1):
+    missing = f"file not found (make it with: malpyeong-grpo label --out {path})"
+    for n, row in enumerate(read_jsonl_file(path, missing), 1):
         if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("rule_id"), str):
             raise DataError([f"{path}: row {n}: expected {{'id': str, 'rule_id': str, ...}}"])
         out[row["id"]] = row["rule_id"]
@@ -370,9 +381,30 @@ def label_command(argv: list[str]) -> int:
     ap.add_argument("--max-rule-chars", type=int, default=600, help="PPL: rule text cut (default 600)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--limit", type=int, help="only the first N items")
+    ap.add_argument("--max-chars", type=int, help="longest question/answer accepted (default 4000)")
     args = ap.parse_args(argv)
+    problems = [
+        f"--{k.replace('_', '-')} must be at least {least}, got {getattr(args, k)}"
+        for k, least in (("candidates", 1), ("batch_size", 1), ("lexical_candidates", 0), ("max_rule_chars", 1))
+        if getattr(args, k) < least
+    ]
+    problems += [
+        f"--{k.replace('_', '-')} must be at least 1, got {getattr(args, k)}"
+        for k in ("limit", "max_chars")
+        if getattr(args, k) is not None and getattr(args, k) < 1
+    ]
+    if problems:
+        raise DataError(problems)
+    inputs = [("--rules", args.rules), ("--data", args.data), ("--retrieved", args.retrieved)]
+    check_outputs(inputs, [("--out", args.out), ("its lock", lock_path(args.out))])
+    with output_lock(args.out):  # a second label run on the same --out stops here
+        return _label(args)
+
+
+def _label(args: argparse.Namespace) -> int:
+    """label_command's work, under the --out lock."""
     rules = load_rules(args.rules)
-    items = load_items(args.data, require_answer=True)
+    items = load_items(args.data, require_answer=True, max_chars=args.max_chars)  # a blank gold answer is an error
     if args.limit is not None:
         items = items[: args.limit]
     if args.method == "lexical":
@@ -380,8 +412,6 @@ def label_command(argv: list[str]) -> int:
         atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{len(rows)} lexical labels -> {args.out}", file=sys.stderr)
         return 0
-    if args.candidates < 1 or args.lexical_candidates < 0 or args.batch_size < 1:
-        raise DataError(["--candidates and --batch-size must be at least 1, --lexical-candidates at least 0"])
     from .models import load_model, load_tokenizer
     from .retrieval import load_retrieved
 
@@ -395,8 +425,12 @@ def label_command(argv: list[str]) -> int:
         "target": args.target,
         "max_rule_chars": args.max_rule_chars,
     }
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, dtype=args.dtype).eval()
+    try:
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model, dtype=args.dtype).eval()
+    except (OSError, ValueError) as e:  # a missing or malformed model folder / id
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError([f"{args.model}: cannot load the model ({first})"]) from None
     rows = ppl_labels(
         items, rules, cands, model, tokenizer, args.out, config, args.max_rule_chars, args.batch_size, args.target
     )
@@ -537,11 +571,8 @@ def report_command(argv: list[str]) -> int:
     """``malpyeong-grpo retrieval-report``: Recall@1/5/10/30 and MRR (over the top 30) of each retriever on dev
     against the lexical (and PPL) labels (``learned`` only with the training examples it learns from), and the dev
     ablation of final scores with no context, retrieved context and the gold rule."""
-    import datetime as dt
-    import platform
-
-    from .data import default_data_dir, split_path, write_json
-    from .retrieval import METHODS, default_embed, example_passages, retrieve
+    from .data import default_data_dir, split_path
+    from .retrieval import METHODS
 
     ap = argparse.ArgumentParser(prog="malpyeong-grpo retrieval-report", description=report_command.__doc__)
     ap.add_argument("--rules", required=True, help="rules.jsonl or the reference .docx")
@@ -571,6 +602,28 @@ def report_command(argv: list[str]) -> int:
         raise DataError(["--ablation-items must be >= 0 and --context-k >= 1"])
     if args.ablation_items and args.oracle == "ppl" and not args.ppl_labels:
         raise DataError(["--oracle ppl needs --ppl-labels"])
+    if min(args.max_rule_chars, args.max_new_tokens, args.batch_size) < 1 or args.num_shots < 0:
+        raise DataError(["--max-rule-chars, --max-new-tokens and --batch-size must be at least 1, --num-shots >= 0"])
+    out_dir = Path(args.out_dir)
+    names = ["report.json", "report.md", "labels_lexical_train.jsonl", "labels_lexical_dev.jsonl"]
+    names += [f"retrieved_dev_{m}{x}.jsonl" for m in METHODS for x in ("", "_examples")]
+    names += [f"ablation_{n}.jsonl" for n in range(3)]
+    inputs = [("--rules", args.rules), ("--ppl-labels", args.ppl_labels)]
+    inputs += [(f"the {s} split", split_path(s, data_dir)) for s in ("train", "dev")]
+    outputs = [(f"output {n}", out_dir / n) for n in names] + [("its lock", lock_path(out_dir))]
+    check_outputs(inputs, outputs, [("--out-dir", out_dir)])
+    with output_lock(out_dir):  # a second report into the same folder stops here
+        return _report(args, argv, data_dir, methods)
+
+
+def _report(args: argparse.Namespace, argv: list[str], data_dir: Path, methods: list[str]) -> int:
+    """report_command's work, under the --out-dir lock."""
+    import datetime as dt
+    import platform
+
+    from .data import split_path, write_json
+    from .retrieval import default_embed, example_passages, retrieve
+
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = load_rules(args.rules)

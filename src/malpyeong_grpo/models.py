@@ -73,7 +73,38 @@ def resolve_model(name_or_path: str) -> str:
         return str(convert_gguf(embedded_gguf()))
     if name_or_path.endswith(".gguf"):
         return str(convert_gguf(name_or_path))
+    _check_local_model(name_or_path)
     return name_or_path
+
+
+def _check_local_model(name: str) -> None:
+    """A name that is a path (it exists, or reads as one: absolute, ./, ../, ~, or more than one '/') must be a
+    model folder whose config names a model type this transformers knows; else DataError naming the problem (not
+    the hub's 'Repo id must be in the form...' or the tokenizer's 'Couldn't instantiate the backend tokenizer')."""
+    from .data import DataError, read_json_file
+
+    path = Path(name).expanduser()
+    if not os.path.lexists(path):
+        if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+            raise DataError([f"{name}: path does not exist (give a model folder, a Hugging Face id or a .gguf file)"])
+        return  # a Hugging Face id
+    if not path.is_dir():
+        raise DataError([f"{name}: not a directory (a model is a folder, a Hugging Face id or a .gguf file)"])
+    if not (path / "config.json").exists():
+        return  # let transformers say what is missing
+    config = read_json_file(path / "config.json")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
+        import transformers
+
+        raise DataError(
+            [
+                f"{path / 'config.json'}: unknown model_type {model_type!r} (transformers {transformers.__version__} "
+                "does not know it)"
+            ]
+        )
 
 
 def load_tokenizer(name_or_path: str, padding_side: str = "left") -> Any:
@@ -132,9 +163,13 @@ def load_model(
 
 def adapter_base(path: str) -> str | None:
     """The base model named by a peft adapter folder, or None when ``path`` is not an adapter."""
-    import json
+    from .data import DataError, read_json_file
 
     cfg = Path(path) / "adapter_config.json"
     if cfg.is_file():
-        return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        data = read_json_file(cfg)
+        base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+        if base is not None and not isinstance(base, str):
+            raise DataError([f"{cfg}: 'base_model_name_or_path' must be a string, got {type(base).__name__}"])
+        return base
     return None

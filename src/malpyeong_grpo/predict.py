@@ -19,8 +19,11 @@ from .data import (
     DataError,
     Item,
     append_jsonl,
+    check_outputs,
     default_data_dir,
     load_items,
+    lock_path,
+    output_lock,
     read_jsonl,
     split_path,
     write_json,
@@ -286,6 +289,12 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
     )
     o = parser.add_argument_group("run")
     o.add_argument("--limit", type=int, help="only the first N items of --data")
+    o.add_argument(
+        "--max-chars",
+        type=int,
+        help="longest question/answer accepted, in characters (default: $MALPYEONG_MAX_CHARS or 4000); a longer "
+        "one is refused before tokenisation",
+    )
     o.add_argument("--restart", action="store_true", help="discard the cache of an earlier run with other settings")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -321,20 +330,35 @@ def cache_path_for(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.stem + ".cache.jsonl")
 
 
+def _pool_path(args: argparse.Namespace, data_path: Path) -> Path:
+    """The few-shot pool file: --train-file, else the official train file beside --data or in the data folder."""
+    if args.train_file:
+        return Path(args.train_file)
+    beside = data_path.parent / SPLIT_FILES["train"]
+    data_dir = default_data_dir()
+    return beside if beside.is_file() else (split_path("train", data_dir) if data_dir else beside)
+
+
+def input_paths(args: argparse.Namespace) -> list[tuple[str, str | Path | None]]:
+    """(option, path) of every file that predict (or evaluate) reads: no output may be one of them."""
+    pool = _pool_path(args, Path(args.data)) if args.num_shots > 0 else None
+    return [
+        ("--data", args.data),
+        ("--train-file", pool),
+        ("--rules", args.rules),
+        ("--retrieved", args.retrieved),
+    ]
+
+
 def _train_pool(args: argparse.Namespace, data_path: Path) -> list[Item]:
     if args.num_shots <= 0:
         return []
-    if args.train_file:
-        path = Path(args.train_file)
-    else:
-        beside = data_path.parent / SPLIT_FILES["train"]
-        data_dir = default_data_dir()
-        path = beside if beside.is_file() else (split_path("train", data_dir) if data_dir else beside)
+    path = _pool_path(args, data_path)
     if path.name == SPLIT_FILES["dev"]:
         raise DataError([f"{path}: --train-file is the dev split; few-shot examples never come from dev"])
     if not path.is_file():
         raise DataError([f"{path}: training file for few-shot examples not found (give --train-file or --num-shots 0)"])
-    return load_items(path, require_answer=True)
+    return load_items(path, require_answer=True, max_chars=args.max_chars)
 
 
 def _contexts(args: argparse.Namespace, items: list[Item]) -> list[list[str]]:
@@ -448,6 +472,12 @@ def _check_args(args: argparse.Namespace) -> None:
         problems.append(f"--limit must be at least 1, got {args.limit}")
     if args.sample and args.num_beams > 1:
         problems.append("--sample and --num-beams > 1 cannot be combined")
+    if args.sample and not args.temperature > 0:
+        problems.append(f"--temperature must be above 0 when sampling, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        problems.append(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.max_chars is not None and args.max_chars < 1:
+        problems.append(f"--max-chars must be at least 1, got {args.max_chars}")
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         problems.append(f"{args.adapter}: not a peft adapter folder (no adapter_config.json)")
     if problems:
@@ -474,7 +504,13 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
                     "pass --restart to discard it, or choose another --out"
                 ]
             )
-    done = {row["id"]: row for row in rows}
+    done: dict[str, dict[str, Any]] = {}
+    for n, row in enumerate(rows, 1):
+        if row["id"] in done:  # two runs wrote this cache at once (before the lock existed)
+            raise DataError(
+                [f"{cache}: line {n}: id {row['id']!r} is cached twice; pass --restart to discard the cache"]
+            )
+        done[row["id"]] = row
     for it in items:
         if it.id in done and done[it.id].get("q") != _question_key(it):
             raise DataError(
@@ -550,7 +586,7 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
 
 def _read_data(args: argparse.Namespace) -> tuple[Path, list[Item]]:
     data_path = Path(args.data)
-    items = load_items(data_path)
+    items = load_items(data_path, max_chars=args.max_chars)
     return data_path, items[: args.limit] if args.limit else items
 
 
@@ -580,12 +616,14 @@ def predict_command(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="submission JSON to write")
     add_predict_args(parser)
     args = parser.parse_args(argv)
-    data_path, items = _read_data(args)
+    _check_args(args)
     out = Path(args.out)
-    if out.resolve() == data_path.resolve():
-        raise DataError([f"{out}: --out must not overwrite the input file"])
-    pred = predict_items(args, data_path, items, cache_path_for(out))
-    write_json(out, submission(items, pred.answers))
+    outputs = [("--out", out), ("its cache", cache_path_for(out)), ("its lock", lock_path(out))]
+    check_outputs(input_paths(args), outputs)
+    with output_lock(out):  # a second predict on the same --out stops here
+        data_path, items = _read_data(args)
+        pred = predict_items(args, data_path, items, cache_path_for(out))
+        write_json(out, submission(items, pred.answers))
     for line in summary_lines(pred):
         print(line)
     print(f"wrote {out}")

@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataError, Item, atomic_write_text, load_items, read_jsonl
+from .data import (
+    DataError,
+    Item,
+    atomic_write_text,
+    check_outputs,
+    load_items,
+    lock_path,
+    output_lock,
+    read_jsonl_file,
+)
 from .rules import Rule, format_rule, load_rules
 
 METHODS = ("bm25", "dense", "hybrid", "learned")
@@ -538,15 +547,16 @@ def retrieve(
 
 
 def load_retrieved(path: str | Path) -> dict[str, list[str]]:
-    """item id -> retrieved rule ids, from a retrieve output file."""
+    """item id -> retrieved rule ids, from a retrieve output file, read strictly (the file is never changed)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError([f"{path}: file not found"])
     out: dict[str, list[str]] = {}
-    for n, row in enumerate(read_jsonl(path), 1):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("rule_ids"), list):
+    for n, row in enumerate(read_jsonl_file(path), 1):
+        ids = row.get("rule_ids") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(ids, list):
             raise DataError([f"{path}: row {n}: expected {{'id': str, 'rule_ids': [str, ...]}}"])
-        out[row["id"]] = [str(r) for r in row["rule_ids"]]
+        if not all(isinstance(r, str) for r in ids):
+            raise DataError([f"{path}: row {n} (id {row['id']!r}): 'rule_ids' must hold strings"])
+        out[row["id"]] = list(ids)
     return out
 
 
@@ -642,21 +652,33 @@ def retrieve_command(argv: list[str]) -> int:
     ap.add_argument("--examples", help="labelled items (the training split) added as passages of their gold rule")
     ap.add_argument("--example-labels", help="labels of --examples (from `malpyeong-grpo label`)")
     ap.add_argument("--out", required=True, help="output JSONL: {id, rule_ids, scores} per item")
+    ap.add_argument("--max-chars", type=int, help="longest question accepted (default 4000): Mecab slows down fast")
     args = ap.parse_args(argv)
     if args.k < 1:
         raise DataError([f"--k must be at least 1, got {args.k}"])
+    if args.max_chars is not None and args.max_chars < 1:
+        raise DataError([f"--max-chars must be at least 1, got {args.max_chars}"])
     if bool(args.examples) != bool(args.example_labels):
         raise DataError(["--examples and --example-labels go together"])
     if args.method == "learned" and not args.examples:
         raise DataError(["--method learned needs --examples and --example-labels (it learns from labelled items)"])
-    rules = load_rules(args.rules)
-    items = load_items(args.data)
-    examples: list[Passage] = []
-    if args.examples:
-        from .labels import load_labels
+    inputs = [
+        ("--rules", args.rules),
+        ("--data", args.data),
+        ("--examples", args.examples),
+        ("--example-labels", args.example_labels),
+    ]
+    check_outputs(inputs, [("--out", args.out), ("its lock", lock_path(args.out))])
+    with output_lock(args.out):
+        rules = load_rules(args.rules)
+        items = load_items(args.data, max_chars=args.max_chars)
+        examples: list[Passage] = []
+        if args.examples:
+            from .labels import load_labels
 
-        examples = example_passages(load_items(args.examples, require_answer=True), load_labels(args.example_labels))
-    rows = retrieve(items, rules, args.method, args.k, examples)
-    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            labelled = load_items(args.examples, require_answer=True, max_chars=args.max_chars)
+            examples = example_passages(labelled, load_labels(args.example_labels))
+        rows = retrieve(items, rules, args.method, args.k, examples)
+        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"{len(rows)} items, top {args.k} by {args.method} -> {args.out}", file=sys.stderr)
     return 0

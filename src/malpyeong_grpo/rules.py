@@ -10,12 +10,25 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .data import DataError, atomic_write_text, default_data_dir
+from .data import (
+    DataError,
+    atomic_write_text,
+    check_input_file,
+    check_outputs,
+    default_data_dir,
+    json_reason,
+    lock_path,
+    output_lock,
+    read_text,
+)
 
 DOCX_NAME = "reference_rules.docx"
 _HEADER = re.compile(r"^<\s*(?P<category>[^<>]+?)\s+-\s+(?P<rest>[^<>]+?)\s*>$")
 _SOURCES = ("한글 맞춤법", "표준어 사정 원칙", "외래어 표기법", "문장 부호")
 _CLAUSE = re.compile(r"^(다만|\[붙임|￭|\*|\(참고\))")
+# Longest rule text accepted from rules.jsonl (characters): the reference document's longest is about 2,100; Mecab's
+# time grows faster than linearly with the text, so a runaway row is refused instead of stalling retrieval.
+MAX_RULE_CHARS = 20_000
 
 
 @dataclass
@@ -79,9 +92,7 @@ def _make_rule(where: str, header: str, lines: list[str]) -> Rule:
 
 def parse_docx(path: str | os.PathLike[str]) -> list[Rule]:
     """Parse the reference rule document; a damaged, foreign or malformed .docx raises DataError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError([f"{path}: file not found"])
+    path = check_input_file(path)  # a folder or FIFO is named as such (python-docx would wait on a FIFO)
     try:
         import docx
 
@@ -138,21 +149,16 @@ def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
     path = Path(path)
     if path.suffix.lower() == ".docx":
         return parse_docx(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError([f"{path}: file not found (make it with: malpyeong-grpo rules --out {path})"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError([f"{path}: cannot read ({e})"]) from None
+    text = read_text(path, missing=f"file not found (make it with: malpyeong-grpo rules --out {path})")
     rules: list[Rule] = []
     problems: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"{path}: line {lineno}: not JSON ({e.msg})")
+        except (ValueError, RecursionError) as e:  # ValueError: also integers beyond Python's digit limit
+            problems.append(f"{path}: line {lineno}: not JSON ({json_reason(e)})")
             continue
         if not isinstance(row, dict):
             problems.append(f"{path}: line {lineno}: expected an object")
@@ -163,12 +169,22 @@ def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
             for k in ("id", "category", "source", "article", "title", "text")
             if k in row and not isinstance(row[k], str)
         ]
-        bad += [k for k in ("examples", "clauses") if k in row and not isinstance(row[k], list)]
+        bad += [
+            k
+            for k in ("examples", "clauses")
+            if k in row and not (isinstance(row[k], list) and all(isinstance(x, str) for x in row[k]))
+        ]
         if missing or bad:
             what = ([f"missing {', '.join(missing)}"] if missing else []) + (
                 [f"bad type of {', '.join(bad)}"] if bad else []
             )
             problems.append(f"{path}: line {lineno} (id {row.get('id')!r}): {'; '.join(what)}")
+            continue
+        if len(row["text"]) > MAX_RULE_CHARS:
+            problems.append(
+                f"{path}: line {lineno} (id {row['id']!r}): text is {len(row['text']):,} characters, over the limit "
+                f"of {MAX_RULE_CHARS:,}"
+            )
             continue
         rules.append(Rule(**{k: row[k] for k in _FIELDS}))
     if not rules and not problems:
@@ -214,8 +230,10 @@ def rules_command(argv: list[str]) -> int:
     src = args.docx or default_docx()
     if src is None:
         raise DataError([f"--docx not given and no {DOCX_NAME} in the default data folder (../shared/data)"])
-    rules = parse_docx(src)
-    write_rules(rules, args.out)
+    check_outputs([("--docx", src)], [("--out", args.out), ("lock", lock_path(args.out))])
+    with output_lock(args.out):
+        rules = parse_docx(src)
+        write_rules(rules, args.out)
     counts = Counter(r.category for r in rules)
     print(f"{len(rules)} rules -> {args.out}")
     for cat, n in counts.most_common():
