@@ -19,6 +19,13 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 GPU_ONLY = {
     "qwen2-0.5b-instruct.yaml": {"bf16": "false"},
     "llama-8b-lora.yaml": {"bf16": "false", "load_in_4bit": "false"},
+    "qwen3-8b-lora.yaml": {"bf16": "false", "load_in_4bit": "false"},
+    "midm-2.0-base-lora.yaml": {"bf16": "false", "load_in_8bit": "false"},
+    "midm-2.0-base-lora-24gb.yaml": {"bf16": "false", "load_in_8bit": "false"},
+    "kanana-1.5-8b-lora.yaml": {"bf16": "false"},
+    "sft-qwen3-8b-lora.yaml": {"bf16": "false", "load_in_4bit": "false"},
+    "sft-midm-2.0-base-lora.yaml": {"bf16": "false", "load_in_8bit": "false"},
+    "sft-kanana-1.5-8b-lora.yaml": {"bf16": "false"},
 }
 
 

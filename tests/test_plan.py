@@ -9,7 +9,7 @@ import pytest
 
 from malpyeong_grpo.cli import main
 from malpyeong_grpo.data import DataError
-from malpyeong_grpo.plan import KNOWN_MODELS, ModelShape, budget, find_config, load_recipe, plan_command
+from malpyeong_grpo.plan import KNOWN_MODELS, ModelShape, budget, find_config, plan_command, read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,12 +59,13 @@ def _lines(b):
     return {name: value for name, value, _ in b.lines}
 
 
-def _recipe(tmp_path: Path, **fields) -> dict:
+def _recipe(tmp_path: Path, **fields):
+    """A recipe file read through the project's parser (TRL's real defaults for every field not given)."""
     path = tmp_path / "r.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump({"model_name_or_path": "meta-llama/Llama-3.1-8B-Instruct", **fields}))
-    return load_recipe(path)
+    return read_recipe(path)
 
 
 def test_budget_reacts_to_fields(tmp_path):
@@ -80,8 +81,8 @@ def test_budget_reacts_to_fields(tmp_path):
     ckpt = _lines(budget(_recipe(tmp_path, gradient_checkpointing=True), shape, gpu=True))
     nockpt = _lines(budget(_recipe(tmp_path, gradient_checkpointing=False), shape, gpu=True))
     assert ckpt["activations (estimate)"] < nockpt["activations (estimate)"] / 5
-    small = _lines(budget(_recipe(tmp_path, per_device_train_batch_size=2), shape, gpu=True))
-    big = _lines(budget(_recipe(tmp_path, per_device_train_batch_size=8), shape, gpu=True))
+    small = _lines(budget(_recipe(tmp_path, per_device_train_batch_size=2, num_generations=2), shape, gpu=True))
+    big = _lines(budget(_recipe(tmp_path, per_device_train_batch_size=8, num_generations=2), shape, gpu=True))
     assert big["activations (estimate)"] == pytest.approx(4 * small["activations (estimate)"])
 
 
@@ -90,8 +91,12 @@ def test_freeze_embeddings_and_vllm_share(tmp_path):
     free = budget(_recipe(tmp_path), shape, gpu=False)
     frozen = budget(_recipe(tmp_path, freeze_embeddings=True), shape, gpu=False)
     assert free.trainable - frozen.trainable == 262144 * 640
-    vllm = budget(_recipe(tmp_path, use_vllm=True, vllm_gpu_memory_utilization=0.25), shape, gpu=True)
-    assert ("vLLM (colocate)", -0.25) in [(n, v) for n, v, _ in vllm.lines]  # resolved against --gpu-gb later
+    vllm = budget(_recipe(tmp_path, use_vllm=True, vllm_gpu_memory_utilization=0.5), shape, gpu=True, gpu_gib=24)
+    assert ("vLLM (colocate)", 12.0) in [(n, v) for n, v, _ in vllm.lines]  # the share of the device
+    assert "KV cache (generate)" not in _lines(vllm)
+    small = budget(_recipe(tmp_path, use_vllm=True, vllm_gpu_memory_utilization=0.01), shape, gpu=True, gpu_gib=24)
+    assert _lines(small)["vLLM (colocate)"] > 0.24  # at least its weights copy, KV cache and runtime
+    assert "raise the share" in [note for n, _, note in small.lines if n == "vLLM (colocate)"][0]
 
 
 def test_cpu_speed_options_shrink_the_loss_pass(tmp_path):
@@ -121,6 +126,8 @@ def test_every_recipe_plans(capsys):
     for r in recipes:
         assert str(r) in out
     assert out.count("  total ") == len(recipes)
+    table = out[out.index("fits in 24 GiB? (one GPU)") :].splitlines()
+    assert len(table) == 2 + sum("cpu" not in r.stem for r in recipes)  # a row per GPU recipe
 
 
 def test_8b_lora_recipe_fits_24gb(capsys):
@@ -144,8 +151,16 @@ def test_overrides_and_bad_input(tmp_path, capsys):
     with pytest.raises(DataError, match="no config.json offline"):
         plan_command(["--config", str(bad)])
     bad.write_text("- just\n- a list\n")
-    with pytest.raises(DataError, match="expected a mapping"):
+    with pytest.raises(DataError, match="must contain a YAML mapping"):
         plan_command(["--config", str(bad)])
+    bad.write_text("model_name_or_path: Qwen/Qwen3-8B\nwarp_drive: 9\n")  # the parser's own check
+    with pytest.raises(DataError, match="warp_drive"):
+        plan_command(["--config", str(bad)])
+    bad.write_text("lora_r: 8\n")
+    with pytest.raises(DataError, match="no model_name_or_path"):
+        plan_command(["--config", str(bad)])
+    with pytest.raises(DataError, match="warp"):
+        plan_command(["--config", str(recipe), "--warp", "9"])
     assert main(["plan", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "error:" in capsys.readouterr().err
 
@@ -153,3 +168,18 @@ def test_overrides_and_bad_input(tmp_path, capsys):
 def test_local_config_folder_is_read(tiny_model_dir):
     cfg, source = find_config(str(tiny_model_dir))
     assert source.endswith("config.json") and cfg["hidden_size"] == 32
+
+
+def test_recipes_are_read_with_trl_defaults(tmp_path):
+    """Fields a recipe leaves out take TRL's own defaults (no hand-typed copy): GRPO and SFT recipes alike."""
+    from trl import GRPOConfig, ModelConfig
+
+    r = _recipe(tmp_path, use_peft=True)
+    assert not r.sft
+    assert r.train.num_generations == GRPOConfig.num_generations and r.train.beta == GRPOConfig.beta
+    assert r.model.lora_r == ModelConfig.lora_r and r.train.loss_type == GRPOConfig.loss_type
+    sft = read_recipe(ROOT / "recipes" / "sft-demo-cpu.yaml")
+    assert sft.sft and sft.train.max_length == 1024
+    assert "KV cache (generate)" not in _lines(
+        budget(sft, ModelShape.from_config(KNOWN_MODELS["google/gemma-3-270m"], "g"), gpu=False)
+    )

@@ -138,9 +138,10 @@ class ScriptArguments:
             raise DataError(problems)
 
 
-def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any, Any]:
+def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = True) -> tuple[Any, Any, Any]:
     """(ScriptArguments, config_class instance, ModelConfig) from ``--config FILE`` and command-line overrides;
-    a missing or bad config file, an unknown key or an inconsistent value raises DataError."""
+    a missing or bad config file, an unknown key or an inconsistent value raises DataError. ``extras=False`` skips
+    the check that optional packages and a GPU are present (``plan`` reads GPU recipes on any machine)."""
     import yaml
     from trl import ModelConfig, TrlParser
 
@@ -167,7 +168,8 @@ def parse_args(argv: list[str], config_class: type, prog: str) -> tuple[Any, Any
     except (ValueError, TypeError, yaml.YAMLError) as e:
         raise DataError([f"{where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]) from None
     script_args.check(where)
-    _check_extras(where, config, model_args)
+    if extras:
+        _check_extras(where, config, model_args)
     if len(script_args.reward_funcs) != len(getattr(config, "reward_weights", None) or script_args.reward_funcs):
         raise DataError(
             [
