@@ -65,9 +65,26 @@ class ScriptArguments:
     # prompts
     num_shots: int = field(default=2, metadata={"help": "Few-shot examples per prompt, same question type."})
     shot_seed: int = field(default=0, metadata={"help": "Seed of the few-shot choice."})
+    shot_method: str = field(
+        default="random",
+        metadata={
+            "help": "random (same question type) or similar (the most similar training questions by BM25 over "
+            "Mecab morphemes of the quoted sentence and options; never the item itself)."
+        },
+    )
     prompt_format: str = field(
         default="auto", metadata={"help": "auto (chat template when the tokenizer has one), chat, or text."}
     )
+    # checkpoint choice by the task metric (selection.py)
+    task_eval_items: int = field(
+        default=0,
+        metadata={
+            "help": "Hold-out items answered greedily at each evaluation; their (EM + ROUGE-1) / 2 is "
+            "eval_task_score (metric_for_best_model: task_score keeps the best checkpoint). 0: the trainer's own "
+            "evaluation."
+        },
+    )
+    task_eval_max_new_tokens: int = field(default=192, metadata={"help": "Answer length limit of that evaluation."})
     # rewards
     reward_funcs: list[str] = field(
         default_factory=lambda: list(DEFAULT_REWARDS),
@@ -110,8 +127,12 @@ class ScriptArguments:
             problems.append(f"{where}: max_items must be at least 1, got {self.max_items}")
         if self.num_shots < 0:
             problems.append(f"{where}: num_shots must be >= 0, got {self.num_shots}")
+        if self.task_eval_items < 0 or self.task_eval_max_new_tokens < 1:
+            problems.append(f"{where}: task_eval_items must be >= 0 and task_eval_max_new_tokens >= 1")
         if self.num_contexts < 1:
             problems.append(f"{where}: num_contexts must be at least 1, got {self.num_contexts}")
+        if self.shot_method not in ("random", "similar"):
+            problems.append(f"{where}: shot_method must be random or similar, got {self.shot_method!r}")
         if self.prompt_format not in PROMPT_FORMATS:
             problems.append(f"{where}: prompt_format must be one of {', '.join(PROMPT_FORMATS)}")
         if self.retrieval_method not in RETRIEVAL_METHODS:

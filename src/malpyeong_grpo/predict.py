@@ -29,8 +29,9 @@ from .data import (
     write_json,
 )
 from .models import EMBEDDED, adapter_base, load_model, load_tokenizer, resolve_model
-from .prompts import STOP_MARKERS, build_prompt, extract_answer, has_chat_template, render, select_shots
+from .prompts import STOP_MARKERS, build_prompt, extract_answer, has_chat_template, render
 from .repair import CHOICE_MODES, Repair, candidates, count_repairs, repair_answer
+from .shots import ShotSelector
 
 Prompt = str | list[dict[str, str]]
 
@@ -265,6 +266,13 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--train-file", help="shot pool (default: the official train file beside --data); never dev")
     p.add_argument("--seed", type=int, default=0, help="shot selection seed")
     p.add_argument(
+        "--shot-method",
+        default="random",
+        choices=["random", "similar"],
+        help="random shots of the item's type (default), or the most similar training questions (BM25 over Mecab "
+        "morphemes of the quoted sentence and options)",
+    )
+    p.add_argument(
         "--chat",
         choices=["auto", "yes", "no"],
         default="auto",
@@ -390,6 +398,7 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
         "num_shots",
         "train_file",
         "seed",
+        "shot_method",
         "chat",
         "context_k",
         "rules",
@@ -400,6 +409,8 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
     cfg["model"] = model_name(args)
     if not cfg["context_k"]:  # --rules alone (evaluate's rule categories) changes no prompt
         cfg["rules"] = cfg["retrieved"] = cfg["retrieval_method"] = None
+    if cfg["shot_method"] == "random":  # the default: caches made before the option existed stay valid
+        del cfg["shot_method"]
     cfg["logprobs"] = args.choice != "snap"  # scored under --no-repair too: the cache then serves both
     if not cfg["sample"]:
         cfg["temperature"] = cfg["top_p"] = None
@@ -530,8 +541,9 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
         chat = None if args.chat == "auto" else args.chat == "yes"
         if chat and not has_chat_template(tokenizer):
             raise DataError([f"{model_name(args)}: --chat yes, but the tokenizer has no chat template"])
+        shots = ShotSelector(pool, args.shot_method, args.seed)
         prompts = [
-            build_prompt(it, select_shots(it, pool, args.num_shots, args.seed), ctx, tokenizer, chat)
+            build_prompt(it, shots.select(it, args.num_shots), ctx, tokenizer, chat)
             for it, ctx in zip(todo, contexts, strict=True)
         ]
         markers = STOP_MARKERS if args.no_stop_at_newline else (*STOP_MARKERS, "\n")
