@@ -86,10 +86,10 @@ def _check_local_model(name: str) -> None:
     path = Path(name).expanduser()
     if not os.path.lexists(path):
         if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
-            raise DataError([f"{name}: path does not exist (give a model folder, a Hugging Face id or a .gguf file)"])
+            raise DataError([f"{name}: cannot load the model: path does not exist (give a folder, hub id or .gguf)"])
         return  # a Hugging Face id
     if not path.is_dir():
-        raise DataError([f"{name}: not a directory (a model is a folder, a Hugging Face id or a .gguf file)"])
+        raise DataError([f"{name}: cannot load the model: not a directory (give a folder, a hub id or a .gguf)"])
     if not (path / "config.json").exists():
         return  # let transformers say what is missing
     config = read_json_file(path / "config.json")
