@@ -1,7 +1,8 @@
 """The project's trainer configs and its GRPO trainer: the speed options of docs/throughput.md as config fields.
 
 - ``MalpyeongGRPOConfig(GRPOConfig)``: TRL's fields plus the speed options (recipe keys of the same names);
-- ``MalpyeongSFTConfig(SFTConfig)``: TRL's fields plus ``freeze_embeddings`` and ``torch_num_threads``;
+- ``MalpyeongSFTConfig(SFTConfig)``: TRL's fields plus ``freeze_embeddings``, ``torch_num_threads`` and
+  ``completion_only_logits`` (the SFT loss's, ``sft.py``);
 - ``MalpyeongGRPOTrainer``: TRL's ``GRPOTrainer`` that acts on those fields. Stop markers reach TRL through its own
   ``generation_kwargs``; the log-prob pass and the generation go through hooks that ``trl_compat`` (the only module
   touching TRL internals, version-checked) routes to. With every option off it is TRL's ``GRPOTrainer``.
@@ -47,7 +48,12 @@ class ModelSpeedFields:
 
 @dataclass
 class MalpyeongSFTConfig(ModelSpeedFields, SFTConfig):
-    """TRL's ``SFTConfig`` and the shared speed fields."""
+    """TRL's ``SFTConfig``, the shared speed fields and the SFT loss's completion-only LM head (``sft.py``)."""
+
+    completion_only_logits: bool = field(
+        default=False,
+        metadata={"help": "LM head from the first answer position on only (sft.CompletionLogitsLoss); exact."},
+    )
 
 
 @dataclass
