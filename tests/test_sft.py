@@ -49,3 +49,32 @@ def test_sft_steps_learn_the_answers_and_save(tiny_model_dir, tmp_path):
     assert not torch.allclose(saved.model.embed_tokens.weight, base.model.embed_tokens.weight)
     assert json.loads((out / "log_history.json").read_text()) == trainer.state.log_history
     assert (out / "run_info.jsonl").is_file()
+
+
+def test_completion_only_logits_loss_equals_trl(tiny_model_dir, tmp_path):
+    """The loss with the LM head from the first answer position on equals SFTTrainer's own loss (and gradient) on
+    the same batch of prompt/completion rows of different lengths."""
+    from malpyeong_grpo.trainer import MalpyeongSFTConfig
+
+    argv = ["--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
+    argv += ["--use_sample_data", "true", "--num_shots", "1", "--max_steps", "1", "--save_strategy", "no"]
+    argv += ["--freeze_embeddings", "false", "--per_device_train_batch_size", "3"]
+    args, cfg, model_args = parse_args(argv, MalpyeongSFTConfig, "t")
+    trainer = sft.run_sft(args, cfg, model_args, argv)
+    batch = next(iter(trainer.get_train_dataloader()))
+    lengths = batch["attention_mask"].sum(1)
+    assert len(set(lengths.tolist())) > 1  # padded rows of different lengths
+    n = (batch["labels"][:, 1:] != -100).sum()
+    model = trainer.model
+
+    def loss_and_grad(fn):
+        model.zero_grad()
+        loss = fn(model, dict(batch), num_items_in_batch=n)
+        loss.backward()
+        return loss.detach(), model.model.layers[0].mlp.up_proj.weight.grad.clone()
+
+    fast = sft.CompletionLogitsLoss.compute_loss
+    ours = loss_and_grad(lambda m, b, **kw: fast(trainer, m, b, **kw))
+    theirs = loss_and_grad(lambda m, b, **kw: trainer.compute_loss(m, b, **kw))  # TRL SFTTrainer's own
+    assert torch.allclose(ours[0], theirs[0], atol=1e-5)
+    assert torch.allclose(ours[1], theirs[1], atol=1e-6)
