@@ -7,7 +7,7 @@ only scores what those commands wrote:
     python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f]
 
 A row whose prediction file is missing is left out (and reported). BERTScore and BLEURT are the named stand-ins
-unless --bertscore-model / --bleurt-model give the official checkpoints; their names say which.
+unless --bertscore_model / --bleurt_model give the official checkpoints; their names say which.
 """
 
 from __future__ import annotations
@@ -30,31 +30,31 @@ from malpyeong_grpo.metrics import get_suite, metric_name, score  # noqa: E402
 D = "../shared/data"
 DEV = f"{D}/korean_language_rag_V1.0_dev.json"
 TRAIN = f"{D}/korean_language_rag_V1.0_train.json"
-PRED = f"--data {DEV} --train-file {TRAIN} --max-new-tokens 160 --batch-size 16"
+PRED = f"--data {DEV} --train_file {TRAIN} --max_new_tokens 160 --batch_size 16"
 ROWS: dict[str, tuple[str, str]] = {  # row -> (name, the command that wrote runs/table/<row>/predictions.json)
     "a": (
         "no model: nearest training items (BM25) vote the option, the nearest one's reason",
-        f"malpyeong-grpo baseline --data {DEV} --train-file {TRAIN} --out runs/table/a/predictions.json",
+        f"malpyeong-grpo baseline --data {DEV} --train_file {TRAIN} --out runs/table/a/predictions.json",
     ),
     "b": (
         "base gemma-3-270m, 2 random shots, repair",
-        f"malpyeong-grpo predict --model embedded {PRED} --shot-method random --out runs/table/b/predictions.json",
+        f"malpyeong-grpo predict --model embedded {PRED} --shot_method random --out runs/table/b/predictions.json",
     ),
     "c": (
         "base gemma-3-270m, 2 similar shots, repair",
-        f"malpyeong-grpo predict --model embedded {PRED} --shot-method similar --out runs/table/c/predictions.json",
+        f"malpyeong-grpo predict --model embedded {PRED} --shot_method similar --out runs/table/c/predictions.json",
     ),
     "d": (
         "SFT (1 similar shot), repair",
         "malpyeong-grpo sft --config recipes/method/sft-gemma-270m-cpu.yaml --data_dir ../shared/data "
-        f"--output_dir runs/method/sft && malpyeong-grpo predict --model runs/method/sft {PRED} --shot-method "
-        "similar --num-shots 1 --out runs/table/d/predictions.json",
+        f"--output_dir runs/method/sft && malpyeong-grpo predict --model runs/method/sft {PRED} --shot_method "
+        "similar --num_shots 1 --out runs/table/d/predictions.json",
     ),
     "e": (
         "SFT + GRPO (1 similar shot), repair",
         "malpyeong-grpo train --config recipes/method/grpo-gemma-270m-cpu.yaml --data_dir ../shared/data "
         f"--model_name_or_path runs/method/sft --output_dir runs/method/grpo && malpyeong-grpo predict --model "
-        f"runs/method/grpo {PRED} --shot-method similar --num-shots 1 --out runs/table/e/predictions.json",
+        f"runs/method/grpo {PRED} --shot_method similar --num_shots 1 --out runs/table/e/predictions.json",
     ),
     "f": (
         "SFT + GRPO with rule context (1 similar shot, 2 retrieved rules), repair",
@@ -114,8 +114,8 @@ def main() -> int:
     ap.add_argument("--gold", default=DEV)
     ap.add_argument("--rows", nargs="+", default=list(ROWS))
     ap.add_argument("--resamples", type=int, default=2000)
-    ap.add_argument("--bertscore-model")
-    ap.add_argument("--bleurt-model")
+    ap.add_argument("--bertscore_model", "--bertscore-model")
+    ap.add_argument("--bleurt_model", "--bleurt-model")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "method_table.json"))
     args = ap.parse_args()
     golds = {it.id: it.answer or "" for it in load_items(args.gold, require_answer=True)}

@@ -242,7 +242,7 @@ def test_values_are_checked_before_any_work(tmp_path, capsys):
         (["score", "--pred", str(good), "--gold", str(good), "--out", str(tmp_path / "dir")], "is a directory"),
         (["score", "--pred", str(good), "--gold", str(good), "--batch-size", "0"], "--batch-size must be at least 1"),
         (["score", "--pred", str(good), "--gold", str(good), "--out", str(good / "x.json")], "is not a directory"),
-        (["predict", "--data", str(good), "--out", str(tmp_path / "p.json"), "--top-p", "2"], "--top-p must be in"),
+        (["predict", "--data", str(good), "--out", str(tmp_path / "p.json"), "--top-p", "2"], "--top_p must be in"),
         (["predict", "--data", str(good), "--out", str(tmp_path / "p.json"), "--sample", "--temperature", "0"],
          "--temperature must be above 0"),
         (["evaluate", "--data", str(good), "--out-dir", str(good), "--num-shots", "0"], "is not a directory"),

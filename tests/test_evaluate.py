@@ -102,7 +102,7 @@ def test_evaluate_errors_are_one_liners(tiny_model_dir, data_dir, tmp_path, caps
     cases = [
         (["--data", str(test_file)], "missing key 'output.answer'"),
         (["--labels", str(tmp_path / "none.jsonl")], "file not found"),
-        (["--run-name", "a b"], "--run-name"),
+        (["--run_name", "a b"], "--run_name"),
     ]
     for extra, message in cases:
         assert cli_main(["evaluate", *_argv(tiny_model_dir, data_dir, tmp_path / "e"), *extra]) == 2

@@ -242,8 +242,8 @@ def test_bad_options_are_one_line_errors(tiny_model_dir, data_dir, tmp_path, cap
         (_argv(tiny_model_dir, test, test), "must not overwrite the input"),
         (_argv(tiny_model_dir, tmp_path / "missing.json", tmp_path / "b.json"), "file not found"),
         (_argv(tiny_model_dir, test, tmp_path / "c.json", "--adapter", str(tmp_path)), "not a peft adapter"),
-        (_argv(tiny_model_dir, test, tmp_path / "d.json", "--batch-size", "0"), "--batch-size must be at least 1"),
-        (_argv(tiny_model_dir, test, tmp_path / "e.json", "--context-k", "2"), "--context-k needs --rules"),
+        (_argv(tiny_model_dir, test, tmp_path / "d.json", "--batch-size", "0"), "--batch_size must be at least 1"),
+        (_argv(tiny_model_dir, test, tmp_path / "e.json", "--context_k", "2"), "--context_k needs --rules"),
     ]
     for argv, message in cases:
         assert cli_main(["predict", *argv]) == 2, message

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .answer import format_answer, parse_answer
 from .data import DataError, Item, load_items, write_json
+from .flags import flag
 from .repair import candidates, source_sentence
 from .shots import ShotSelector
 
@@ -45,17 +46,17 @@ def nearest_answers(items: Sequence[Item], pool: Sequence[Item], k: int = 5) -> 
 
 
 def baseline_command(argv: list[str]) -> int:
-    """``malpyeong-grpo baseline --data FILE --train-file FILE --out FILE [--k 5]``."""
+    """``malpyeong-grpo baseline --data FILE --train_file FILE --out FILE [--k 5]``."""
     ap = argparse.ArgumentParser(prog="malpyeong-grpo baseline", description=__doc__)
     ap.add_argument("--data", required=True, help="items to answer (official schema)")
-    ap.add_argument("--train-file", required=True, help="answered training items (never dev)")
+    ap.add_argument(*flag("train_file"), required=True, help="answered training items (never dev)")
     ap.add_argument("--out", required=True, help="submission file to write")
     ap.add_argument("--k", type=int, default=5, help="nearest training items that vote (default 5)")
     args = ap.parse_args(argv)
     if args.k < 1:
         raise DataError([f"--k must be at least 1, got {args.k}"])
     if Path(args.train_file).name == "korean_language_rag_V1.0_dev.json":
-        raise DataError([f"{args.train_file}: --train-file is the dev split; the baseline never learns from dev"])
+        raise DataError([f"{args.train_file}: --train_file is the dev split; the baseline never learns from dev"])
     if Path(args.out).resolve() in {Path(args.data).resolve(), Path(args.train_file).resolve()}:
         raise DataError([f"{args.out}: --out is an input of this command; choose another file"])
     items = load_items(args.data)

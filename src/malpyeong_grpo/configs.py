@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .data import SPLIT_FILES, DataError, read_jsonl
+from .flags import DEFAULT_RETRIEVAL, PROMPT_FORMATS, RETRIEVAL_METHODS
 
 DEFAULT_REWARDS = ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
-PROMPT_FORMATS = ("auto", "chat", "text")
-RETRIEVAL_METHODS = ("bm25", "dense", "hybrid", "learned")
 RECORDED_PACKAGES = (
     "torch",
     "transformers",
@@ -109,7 +108,7 @@ class ScriptArguments:
         default=True, metadata={"help": "In training, make sure the gold rule is among the candidates."}
     )
     retrieval_method: str = field(
-        default="bm25",
+        default=DEFAULT_RETRIEVAL,
         metadata={"help": "bm25, dense, hybrid or learned (needs labels_file), without retrieved_file."},
     )
     merge_lora: bool = field(
@@ -167,6 +166,7 @@ def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = Tr
     from trl import ModelConfig, TrlParser
 
     parser = TrlParser((ScriptArguments, config_class, ModelConfig), prog=prog)
+    _order_help(parser, config_class, ModelConfig)
     if not _has_accelerator():
         parser.set_defaults(bf16=False)  # TRL defaults to bf16, which a CPU-only machine refuses; a recipe may say so
     where = "arguments"
@@ -199,6 +199,45 @@ def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = Tr
             ]
         )
     return script_args, config, model_args
+
+
+def _order_help(parser: Any, config_class: type, model_class: type) -> None:
+    """``--help`` in the order a user needs it: ``--config``, the project's own options (ScriptArguments, then the
+    fields the project's config class adds to TRL's), TRL's ModelConfig, and TRL's inherited trainer options last.
+    Only the help changes: ``--config`` is taken out of argv by TrlParser before parsing (SUPPRESS keeps it out of
+    the parsed namespace) and every option keeps its action."""
+    import argparse
+
+    parser.usage = f"{parser.prog} [--config RECIPE.yaml] [--<field> VALUE ...]"
+    trl_base = next(c for c in config_class.__mro__ if c.__module__.startswith("trl."))
+    inherited = {f.name for f in dataclasses.fields(trl_base)}
+    config_group = parser.add_argument_group("recipe")
+    config_group.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="RECIPE.yaml",
+        help="YAML recipe (recipes/*.yaml): its keys set any field below; options on the command line override it.",
+    )
+    sections = [
+        ("project options: ScriptArguments (data, prompts, rewards, retrieval)", _names(ScriptArguments)),
+        (f"project options: {config_class.__name__} (fields added to TRL's {trl_base.__name__})",
+         _names(config_class) - inherited),
+        (f"model: TRL {model_class.__name__}", _names(model_class)),
+        (f"TRL {trl_base.__name__} (inherited, with transformers TrainingArguments)", inherited),
+    ]  # fmt: skip
+    groups = [parser.add_argument_group(title) for title, _ in sections]
+    for old in list(parser._action_groups):
+        if old in groups or old is config_group:
+            continue
+        for action in list(old._group_actions):
+            target = next((g for g, (_, names) in zip(groups, sections, strict=True) if action.dest in names), None)
+            if target is not None:
+                old._group_actions.remove(action)
+                target._group_actions.append(action)
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 _BOOL_WORDS = {"yes", "no", "true", "false", "t", "f", "y", "n", "1", "0"}

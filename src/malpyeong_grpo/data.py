@@ -116,7 +116,7 @@ def _check_item(
         if isinstance(val, str) and len(val) > max_chars:
             problems.append(
                 f"{where}: '{key}' is {len(val):,} characters, over the limit of {max_chars:,} "
-                f"(--max-chars or ${MAX_CHARS_ENV} raises it)"
+                f"(--max_chars or ${MAX_CHARS_ENV} raises it)"
             )
     if problems:
         return None, problems
@@ -256,7 +256,7 @@ def max_chars_limit(value: int | None = None) -> int:
             raise DataError([f"${MAX_CHARS_ENV}: must be at least 1, got {value}"])
         return value
     if value < 1:
-        raise DataError([f"--max-chars must be at least 1, got {value}"])
+        raise DataError([f"--max_chars must be at least 1, got {value}"])
     return value
 
 
@@ -379,6 +379,16 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
+def jsonl_line(row: Any) -> str:
+    """One JSONL line: compact UTF-8 JSON (not ASCII-escaped) and a newline."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> None:
+    """Atomically write ``rows`` as JSONL (the whole file at once; :func:`append_jsonl` adds to a cache)."""
+    atomic_write_text(path, "".join(jsonl_line(r) for r in rows))
+
+
 def write_items(path: str | os.PathLike[str], items: Iterable[Item]) -> None:
     """Atomically write items in the official schema."""
     write_json(path, [it.to_json() for it in items])
@@ -408,7 +418,7 @@ def append_jsonl(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
     """Append one row to a JSONL cache and flush it to disk. A write error (a full disk) cuts the partial row off
     again, keeps the rows before it and raises a one-line DataError naming the cache."""
     path = Path(path)
-    data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    data = jsonl_line(row).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)

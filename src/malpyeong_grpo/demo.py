@@ -1,9 +1,9 @@
 """``malpyeong-grpo demo``: the embedded default, end to end on a CPU in minutes.
 
 With nothing supplied it takes the embedded gemma-3-270m and the package's sample set (a holdout of it is the
-evaluation set); with ``--data-dir`` it trains on the official training split and evaluates on a subset of the
+evaluation set); with ``--data_dir`` it trains on the official training split and evaluates on a subset of the
 official dev split (evaluation only: dev never reaches training, prompts or few-shot choice). It scores greedy answers
-before training, runs GRPO for a wall-clock budget, scores again, and writes to ``--output-dir``:
+before training, runs GRPO for a wall-clock budget, scores again, and writes to ``--output_dir``:
 
 - ``metrics.json``: before/after scores (the scorer's ``score``), the data, the settings and the timings;
 - ``metrics.txt``: the before/after table printed at the end;
@@ -36,6 +36,7 @@ from .data import (
     write_items,
     write_json,
 )
+from .flags import flag
 
 # The demo's GRPO settings; recipes/demo-cpu.yaml holds the same values (tests/test_demo.py checks they agree).
 DEMO_RECIPE: dict[str, Any] = {
@@ -220,25 +221,27 @@ def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description=__doc__.split("\n\n")[0],
         epilog="Any GRPO or script field of `malpyeong-grpo train` can follow '--', e.g. -- --learning_rate 2e-5.",
     )
-    p.add_argument("--data-dir", help="official data folder: train on its train split, evaluate on a dev subset")
-    p.add_argument("--output-dir", default="runs/demo", help="where the outputs go (default runs/demo)")
+    p.add_argument(*flag("data_dir"), help="official data folder: train on its train split, evaluate on a dev subset")
+    p.add_argument(*flag("output_dir"), default="runs/demo", help="where the outputs go (default runs/demo)")
     p.add_argument("--model", default="embedded", help="model to train (default: the embedded gemma-3-270m)")
     p.add_argument("--minutes", type=float, default=6.0, help="wall-clock budget of the GRPO phase (default 6)")
-    p.add_argument("--max-steps", type=int, default=100, help="at most this many GRPO steps (default 100)")
-    p.add_argument("--eval-items", type=int, default=12, help="evaluation items (default 12)")
-    p.add_argument("--eval-max-new-tokens", type=int, default=128, help="answer length in evaluation (default 128)")
-    p.add_argument("--eval-batch-size", type=int, default=4, help="generation batch in evaluation (default 4)")
+    p.add_argument(*flag("max_steps"), type=int, default=100, help="at most this many GRPO steps (default 100)")
+    p.add_argument(*flag("eval_items"), type=int, default=12, help="evaluation items (default 12)")
+    p.add_argument(
+        *flag("eval_max_new_tokens"), type=int, default=128, help="answer length in evaluation (default 128)"
+    )
+    p.add_argument(*flag("eval_batch_size"), type=int, default=4, help="generation batch in evaluation (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subset, shots and sampling (default 0)")
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.max_steps < 1 or args.eval_items < 1:
-        raise DataError(["demo: --minutes, --max-steps and --eval-items must be positive"])
+        raise DataError(["demo: --minutes, --max_steps and --eval_items must be positive"])
     if args.data_dir and not split_path("train", args.data_dir).is_file():
         raise DataError([f"{args.data_dir}: no {split_path('train', args.data_dir).name} in this folder"])
     return args, extra
 
 
 def demo_command(argv: list[str]) -> int:
-    """``malpyeong-grpo demo [--data-dir DIR] [--output-dir DIR] [--minutes M] [-- GRPO overrides]``."""
+    """``malpyeong-grpo demo [--data_dir DIR] [--output_dir DIR] [--minutes M] [-- GRPO overrides]``."""
     from . import rewards
     from .configs import parse_args
     from .train import load_policy, make_trainer

@@ -25,6 +25,7 @@ from .data import (
     read_json_file,
     write_json,
 )
+from .flags import flag
 from .metrics import STANDIN_NAMES, metric_name
 from .predict import (
     Predictions,
@@ -38,6 +39,7 @@ from .predict import (
     summary_lines,
 )
 from .repair import CHOICE_MODES, REPAIR_KINDS, repair_answer
+from .tables import markdown_table
 
 RESULT = "result.json"
 # leaderboard order; a stand-in's number sits under its own key (e.g. 'bertscore_standin'), never the official one
@@ -103,13 +105,13 @@ def score_predictions(pred: Predictions, em_only: bool, encoders: Mapping[str, A
                 )
     scores: dict[str, Any] = {"n_items": len(pred.items)}
     if em_only:
-        scores["scorer"] = "exact match only (--em-only)"
+        scores["scorer"] = "exact match only (--em_only)"
         scores["exact_match"] = _mean(v["exact_match"] for v in per_item.values())
     else:
         try:
             from .metrics import get_suite, score
         except ImportError as e:
-            raise DataError([f"the scorer is not available ({e}); use --em-only"]) from None
+            raise DataError([f"the scorer is not available ({e}); use --em_only"]) from None
 
         official = score(preds, golds, get_suite(**encoders), per_item=True)
         for item_id, vals in (official.get("items") or {}).items():
@@ -250,11 +252,6 @@ def _cell(text: Any, limit: int = 160) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
 def _metric_columns(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     keys: dict[str, None] = {}
     for run in runs:
@@ -296,7 +293,7 @@ def plot_runs(runs: Sequence[Mapping[str, Any]], path: Path, last: int = 8) -> N
 
 def _breakdown_table(name: str, table: Mapping[str, Mapping[str, Any]], cols: Sequence[str]) -> list[str]:
     header = [name, "n", *cols]
-    return _table(header, [[g, row["n_items"], *(_pct(row.get(c)) for c in cols)] for g, row in table.items()])
+    return markdown_table(header, [[g, row["n_items"], *(_pct(row.get(c)) for c in cols)] for g, row in table.items()])
 
 
 def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str:
@@ -317,7 +314,7 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
         ]
         for r in runs
     ]
-    lines += _table(head, rows) + ["", "![metrics per run](metrics.png)", ""]
+    lines += markdown_table(head, rows) + ["", "![metrics per run](metrics.png)", ""]
     lines += [f"## This run: `{result['run']}`", ""]
     st = result["settings"]
     decoding = "sampling" if st.get("sample") else f"beam {st['num_beams']}" if st.get("num_beams", 1) > 1 else "greedy"
@@ -336,7 +333,7 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
             f"({result['seconds'] / result['generated']:.2f} s/item); the rest came from the cache.",
             "",
         ]
-    lines += _table(
+    lines += markdown_table(
         ["metric", "×100"],
         [[k, _pct(v)] for k, v in _metrics(s).items()],
     )
@@ -355,11 +352,11 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
     counts = result["repairs"]
     lines += [
         f"{counts['repaired']} of {counts['answers']} answers repaired"
-        + ("" if result["repaired"] else " (counted, not applied: --no-repair)")
+        + ("" if result["repaired"] else " (counted, not applied: --no_repair)")
         + ".",
         "",
     ]
-    lines += _table(
+    lines += markdown_table(
         ["repair", "answers", "what"],
         [[k, v, REPAIR_KINDS.get(k, "")] for k, v in counts.items() if k not in ("answers", "repaired")],
     )
@@ -398,17 +395,17 @@ def render_report(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) 
 
 
 def evaluate_command(argv: list[str]) -> int:
-    """``malpyeong-grpo evaluate --data dev.json --out-dir DIR``: predict + score + report (resumable)."""
+    """``malpyeong-grpo evaluate --data dev.json --out_dir DIR``: predict + score + report (resumable)."""
     parser = argparse.ArgumentParser(prog="malpyeong-grpo evaluate", description=evaluate_command.__doc__)
     parser.add_argument("--data", required=True, help="answered official file, e.g. the dev split")
-    parser.add_argument("--out-dir", required=True, help="folder of runs; the report compares every run in it")
-    parser.add_argument("--run-name", help="sub-folder of this run (default: model name + digest of the options)")
+    parser.add_argument(*flag("out_dir"), required=True, help="folder of runs; the report compares every run in it")
+    parser.add_argument(*flag("run_name"), help="sub-folder of this run (default: model name + digest of the options)")
     parser.add_argument("--labels", help="gold-context labels (malpyeong-grpo label) for the per-category breakdown")
     parser.add_argument("--worst", type=int, default=10, help="worst items listed in the report (default 10)")
     s = parser.add_argument_group("scoring")
-    s.add_argument("--em-only", action="store_true", help="exact match and parse rate only (no learned metrics)")
-    s.add_argument("--bertscore-model", help="local bert-base-multilingual-cased folder (official BERTScore)")
-    s.add_argument("--bleurt-model", help="local BLEURT-20 folder (official BLEURT)")
+    s.add_argument(*flag("em_only"), action="store_true", help="exact match and parse rate only (no learned metrics)")
+    s.add_argument(*flag("bertscore_model"), help="local bert-base-multilingual-cased folder (official BERTScore)")
+    s.add_argument(*flag("bleurt_model"), help="local BLEURT-20 folder (official BLEURT)")
     s.add_argument("--device", help="device of the scoring encoders (default: the scorer's choice)")
     add_predict_args(parser)
     args = parser.parse_args(argv)
@@ -418,12 +415,12 @@ def evaluate_command(argv: list[str]) -> int:
     out_dir = Path(args.out_dir)
     name = args.run_name or run_name(args)
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
-        raise DataError([f"--run-name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
+        raise DataError([f"--run_name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
     files = ("predictions.json", "predictions.cache.jsonl", RESULT)
     outputs = [(f"output {f}", out_dir / name / f) for f in files]
     outputs += [(f"output {f}", out_dir / f) for f in ("report.md", "report.json", "metrics.png")]
     outputs += [("its lock", lock_path(out_dir))]
-    check_outputs([*input_paths(args), ("--labels", args.labels)], outputs, [("--out-dir", out_dir)])
+    check_outputs([*input_paths(args), ("--labels", args.labels)], outputs, [("--out_dir", out_dir)])
     with output_lock(out_dir):  # a second evaluate into the same folder stops here
         return _evaluate(args, argv)
 
@@ -437,7 +434,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     out_dir = Path(args.out_dir)
     name = args.run_name or run_name(args)
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
-        raise DataError([f"--run-name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
+        raise DataError([f"--run_name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
     run_dir = out_dir / name
     pred = predict_items(args, data_path, items, run_dir / "predictions.cache.jsonl")
     write_json(run_dir / "predictions.json", submission(items, pred.answers))

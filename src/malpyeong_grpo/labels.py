@@ -35,7 +35,9 @@ from .data import (
     output_lock,
     read_jsonl,
     read_jsonl_file,
+    write_jsonl,
 )
+from .flags import flag
 from .rules import Rule, format_rule, load_rules
 
 LABEL_METHODS = ("ppl", "lexical")
@@ -375,13 +377,13 @@ def label_command(argv: list[str]) -> int:
     )
     ap.add_argument("--candidates", type=int, default=5, help="PPL: top-N retrieved candidates per item (default 5)")
     ap.add_argument(
-        "--lexical-candidates", type=int, default=3, help="PPL: add the N lexically closest rules (default 3)"
+        *flag("lexical_candidates"), type=int, default=3, help="PPL: add the N lexically closest rules (default 3)"
     )
     ap.add_argument("--target", choices=("answer", "reason"), default="answer", help="PPL: tokens scored")
-    ap.add_argument("--max-rule-chars", type=int, default=600, help="PPL: rule text cut (default 600)")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument(*flag("max_rule_chars"), type=int, default=600, help="PPL: rule text cut (default 600)")
+    ap.add_argument(*flag("batch_size"), type=int, default=4)
     ap.add_argument("--limit", type=int, help="only the first N items")
-    ap.add_argument("--max-chars", type=int, help="longest question/answer accepted (default 4000)")
+    ap.add_argument(*flag("max_chars"), type=int, help="longest question/answer accepted (default 4000)")
     args = ap.parse_args(argv)
     problems = [
         f"--{k.replace('_', '-')} must be at least {least}, got {getattr(args, k)}"
@@ -409,7 +411,7 @@ def _label(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if args.method == "lexical":
         rows = lexical_labels(items, rules)
-        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(args.out, rows)
         print(f"{len(rows)} lexical labels -> {args.out}", file=sys.stderr)
         return 0
     from .models import load_model, load_tokenizer
@@ -576,20 +578,22 @@ def report_command(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="malpyeong-grpo retrieval-report", description=report_command.__doc__)
     ap.add_argument("--rules", required=True, help="rules.jsonl or the reference .docx")
-    ap.add_argument("--data-dir", help="official data folder (default ../shared/data)")
-    ap.add_argument("--ppl-labels", help="PPL labels of the dev items (malpyeong-grpo label --method ppl)")
+    ap.add_argument(*flag("data_dir"), help="official data folder (default ../shared/data)")
+    ap.add_argument(*flag("ppl_labels"), help="PPL labels of the dev items (malpyeong-grpo label --method ppl)")
     ap.add_argument("--methods", default=",".join(METHODS), help="retrievers to compare (default all)")
-    ap.add_argument("--ablation-items", type=int, default=20, help="first N dev items for the ablation (0: skip)")
-    ap.add_argument("--ablation-method", choices=METHODS, default="hybrid", help="retriever for the ablation")
+    ap.add_argument(*flag("ablation_items"), type=int, default=20, help="first N dev items for the ablation (0: skip)")
+    ap.add_argument(*flag("ablation_method"), choices=METHODS, default="hybrid", help="retriever for the ablation")
     ap.add_argument("--oracle", choices=LABEL_METHODS, default="lexical", help="labels giving the oracle rule")
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--context-k", type=int, default=3, help="retrieved rules per prompt (default 3)")
-    ap.add_argument("--num-shots", type=int, default=2, help="few-shot examples from train (default 2)")
-    ap.add_argument("--max-rule-chars", type=int, default=400)
-    ap.add_argument("--max-new-tokens", type=int, default=160)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--out-dir", default="reports/rag", help="report.md, report.json and caches (default reports/rag)")
+    ap.add_argument(*flag("context_k"), type=int, default=3, help="retrieved rules per prompt (default 3)")
+    ap.add_argument(*flag("num_shots"), type=int, default=2, help="few-shot examples from train (default 2)")
+    ap.add_argument(*flag("max_rule_chars"), type=int, default=400)
+    ap.add_argument(*flag("max_new_tokens"), type=int, default=160)
+    ap.add_argument(*flag("batch_size"), type=int, default=4)
+    ap.add_argument(
+        *flag("out_dir"), default="reports/rag", help="report.md, report.json and caches (default reports/rag)"
+    )
     args = ap.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if data_dir is None:

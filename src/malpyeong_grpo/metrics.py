@@ -27,6 +27,7 @@ from typing import Any
 
 from .answer import exact_match, parse_answer
 from .data import DataError, check_outputs, load_items, lock_path, output_lock, write_json
+from .flags import flag
 
 BERTSCORE_OFFICIAL = "bert-base-multilingual-cased"
 BERTSCORE_LAYER = 9
@@ -512,15 +513,15 @@ def score_command(argv: list[str]) -> int:
     parser.add_argument("--pred", required=True, help="predictions: official JSON list (or JSONL) with output.answer")
     parser.add_argument("--gold", required=True, help="gold answers in the same schema (e.g. the dev split)")
     parser.add_argument("--out", help="write the scores (with per-item scores under 'items') to this JSON file")
-    parser.add_argument("--bertscore-model", help=f"local {BERTSCORE_OFFICIAL} folder (or ${ENV_BERTSCORE})")
-    parser.add_argument("--bleurt-model", help=f"local {BLEURT_OFFICIAL} folder (or ${ENV_BLEURT})")
+    parser.add_argument(*flag("bertscore_model"), help=f"local {BERTSCORE_OFFICIAL} folder (or ${ENV_BERTSCORE})")
+    parser.add_argument(*flag("bleurt_model"), help=f"local {BLEURT_OFFICIAL} folder (or ${ENV_BLEURT})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(*flag("batch_size"), type=int, default=64)
     parser.add_argument(
         "--threads", type=int, help=f"torch CPU threads for the encoders (default: 1 on CPU; or ${ENV_THREADS})"
     )
     parser.add_argument(
-        "--max-chars", type=int, help="longest answer/question accepted (default: $MALPYEONG_MAX_CHARS or 4000)"
+        *flag("max_chars"), type=int, help="longest answer/question accepted (default: $MALPYEONG_MAX_CHARS or 4000)"
     )
     args = parser.parse_args(argv)
     bad = [f"--{k.replace('_', '-')} must be at least 1, got {v}" for k, v in vars(args).items()

@@ -1,12 +1,12 @@
 """Memory budget of a training recipe, computed from the model's config, before anything is loaded.
 
-``malpyeong-grpo plan [--config recipes/<x>.yaml ...] [--gpu-gb 24] [--field value ...]`` reads each recipe through
+``malpyeong-grpo plan [--config recipes/<x>.yaml ...] [--gpu_gb 24] [--field value ...]`` reads each recipe through
 the project's own parser (``configs.parse_args``: TRL's ``GRPOConfig`` or ``SFTConfig`` and ``ModelConfig`` with
 their real defaults, the recipe, then the overrides) and prints the memory that training needs on one device:
 weights (as loaded: fp32/bf16, or 8/4-bit bitsandbytes), the LoRA adapter, gradients, optimizer state, activations
 of one micro-batch (with or without gradient checkpointing), the LM-head buffers, the generation KV cache or the
 vLLM share, the reward encoders and a fixed runtime reserve. A closing table says, for every recipe, whether it fits
-the device (24 GiB unless ``--gpu-gb``) with generation by HF ``generate`` and with vLLM colocated.
+the device (24 GiB unless ``--gpu_gb``) with generation by HF ``generate`` and with vLLM colocated.
 
 The model's numbers come from a local ``config.json`` (a folder, the embedded model, the Hugging Face cache) or,
 offline, from the public configs of the recipes' models written down here (``KNOWN_MODELS``, each with its source in
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataError
+from .flags import flag
 
 GIB = 1024**3
 
@@ -262,7 +263,7 @@ def find_config(model: str) -> tuple[dict[str, Any], str]:
     raise DataError(
         [
             f"{model}: no config.json offline (not a local folder, not in the HF cache, not one of {len(KNOWN_MODELS)} "
-            "shipped models); pass --model-config path/to/config.json"
+            "shipped models); pass --model_config path/to/config.json"
         ]
     )
 
@@ -636,13 +637,13 @@ def _model_config(model: str, path: str | None) -> tuple[dict[str, Any], str]:
 
 
 def plan_command(argv: list[str]) -> int:
-    """``malpyeong-grpo plan [--config recipes/x.yaml ...] [--gpu-gb 24] [--field value ...]``."""
+    """``malpyeong-grpo plan [--config recipes/x.yaml ...] [--gpu_gb 24] [--field value ...]``."""
     ap = argparse.ArgumentParser(prog="malpyeong-grpo plan", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", action="append", help="recipe YAML (repeatable; default: every recipes/*.yaml)")
-    ap.add_argument("--gpu-gb", type=float, default=DEFAULT_GPU_GIB, help="device memory in GiB (default 24)")
+    ap.add_argument(*flag("gpu_gb"), type=float, default=DEFAULT_GPU_GIB, help="device memory in GiB (default 24)")
     ap.add_argument("--cpu", action="store_true", help="budget for CPU RAM (default: GPU unless the name says cpu)")
-    ap.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default: from num_shots)")
-    ap.add_argument("--model-config", default=None, help="config.json to use instead of looking the model up")
+    ap.add_argument(*flag("prompt_tokens"), type=int, default=None, help="prompt length (default: from num_shots)")
+    ap.add_argument(*flag("model_config"), default=None, help="config.json to use instead of looking the model up")
     args, overrides = ap.parse_known_args(argv)
     paths = args.config or sorted(str(p) for p in Path("recipes").glob("*.yaml"))
     if not paths:

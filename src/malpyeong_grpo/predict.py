@@ -28,6 +28,7 @@ from .data import (
     split_path,
     write_json,
 )
+from .flags import DEFAULT_RETRIEVAL, PROMPT_FORMAT_TO_CHAT, RETRIEVAL_METHODS, add_prompt_format, flag
 from .models import EMBEDDED, adapter_base, load_model, load_tokenizer, resolve_model
 from .prompts import STOP_MARKERS, build_prompt, extract_answer, has_chat_template, render
 from .repair import CHOICE_MODES, Repair, candidates, count_repairs, repair_answer
@@ -241,8 +242,8 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--adapter", help="peft LoRA adapter folder loaded on top of --model")
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    m.add_argument("--load-in-4bit", action="store_true", help="4-bit base (bitsandbytes, GPU)")
-    m.add_argument("--load-in-8bit", action="store_true", help="8-bit base (bitsandbytes, GPU)")
+    m.add_argument(*flag("load_in_4bit"), action="store_true", help="4-bit base (bitsandbytes, GPU)")
+    m.add_argument(*flag("load_in_8bit"), action="store_true", help="8-bit base (bitsandbytes, GPU)")
     m.add_argument(
         "--backend",
         default="auto",
@@ -250,43 +251,45 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
         help="auto: vLLM when installed and a GPU is present, else transformers",
     )
     g = parser.add_argument_group("decoding")
-    g.add_argument("--max-new-tokens", type=int, default=256)
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument(*flag("max_new_tokens"), type=int, default=256)
+    g.add_argument(*flag("batch_size"), type=int, default=8)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--num-beams", type=int, default=1, help="beam search when > 1")
+    g.add_argument(*flag("top_p"), type=float, default=1.0)
+    g.add_argument(*flag("num_beams"), type=int, default=1, help="beam search when > 1")
     g.add_argument(
-        "--no-stop-at-newline",
+        *flag("no_stop_at_newline"),
         action="store_true",
         help="let an answer run past its first line (the gold answers are one line)",
     )
     p = parser.add_argument_group("prompt")
-    p.add_argument("--num-shots", type=int, default=2, help="few-shot examples from the training split (default 2)")
-    p.add_argument("--train-file", help="shot pool (default: the official train file beside --data); never dev")
+    p.add_argument(
+        *flag("num_shots"), type=int, default=2, help="few-shot examples from the training split (default 2)"
+    )
+    p.add_argument(*flag("train_file"), help="shot pool (default: the official train file beside --data); never dev")
     p.add_argument("--seed", type=int, default=0, help="shot selection seed")
     p.add_argument(
-        "--shot-method",
+        *flag("shot_method"),
         default="random",
         choices=["random", "similar"],
         help="random shots of the item's type (default), or the most similar training questions (BM25 over Mecab "
         "morphemes of the quoted sentence and options)",
     )
-    p.add_argument(
-        "--chat",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="chat-template prompts (auto: when the tokenizer has a template)",
-    )
+    add_prompt_format(p, "chat-template prompts (chat), plain text (text) or auto (default: chat given a template)")
     c = parser.add_argument_group("retrieved context (RAG)")
     c.add_argument(
-        "--context-k", type=int, default=0, help="put the top K retrieved rules in each prompt (default 0: none)"
+        *flag("context_k"), type=int, default=0, help="put the top K retrieved rules in each prompt (default 0: none)"
     )
     c.add_argument("--rules", help="rules.jsonl (malpyeong-grpo rules) or the reference .docx")
     c.add_argument("--retrieved", help="retrieval output (malpyeong-grpo retrieve); default: retrieve now")
-    c.add_argument("--retrieval-method", default="bm25", help="retriever when --retrieved is not given (default bm25)")
+    c.add_argument(
+        *flag("retrieval_method"),
+        default=DEFAULT_RETRIEVAL,
+        choices=RETRIEVAL_METHODS,
+        help=f"retriever when --retrieved is not given (default {DEFAULT_RETRIEVAL}, as train's retrieval_method)",
+    )
     r = parser.add_argument_group("repair")
-    r.add_argument("--no-repair", action="store_true", help="write the answers as generated (cut at stop markers)")
+    r.add_argument(*flag("no_repair"), action="store_true", help="write the answers as generated (cut at stop markers)")
     r.add_argument(
         "--choice",
         default="hybrid",
@@ -298,7 +301,7 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("run")
     o.add_argument("--limit", type=int, help="only the first N items of --data")
     o.add_argument(
-        "--max-chars",
+        *flag("max_chars"),
         type=int,
         help="longest question/answer accepted, in characters (default: $MALPYEONG_MAX_CHARS or 4000); a longer "
         "one is refused before tokenisation",
@@ -314,8 +317,8 @@ class Predictions:
     items: list[Item]
     raw: list[str]  # completions as generated
     unrepaired: list[str]  # completions cut at their stop markers
-    answers: list[str]  # what the submission holds (repaired unless --no-repair)
-    repairs: list[Repair]  # the repairs of each answer (what repair would do, also under --no-repair)
+    answers: list[str]  # what the submission holds (repaired unless --no_repair)
+    repairs: list[Repair]  # the repairs of each answer (what repair would do, also under --no_repair)
     generated: int  # items generated in this run (the rest came from the cache)
     cache_path: Path
     repaired: bool  # whether ``answers`` are the repaired ones
@@ -339,7 +342,7 @@ def cache_path_for(out: str | os.PathLike[str]) -> Path:
 
 
 def _pool_path(args: argparse.Namespace, data_path: Path) -> Path:
-    """The few-shot pool file: --train-file, else the official train file beside --data or in the data folder."""
+    """The few-shot pool file: --train_file, else the official train file beside --data or in the data folder."""
     if args.train_file:
         return Path(args.train_file)
     beside = data_path.parent / SPLIT_FILES["train"]
@@ -352,7 +355,7 @@ def input_paths(args: argparse.Namespace) -> list[tuple[str, str | Path | None]]
     pool = _pool_path(args, Path(args.data)) if args.num_shots > 0 else None
     return [
         ("--data", args.data),
-        ("--train-file", pool),
+        ("--train_file", pool),
         ("--rules", args.rules),
         ("--retrieved", args.retrieved),
     ]
@@ -363,9 +366,9 @@ def _train_pool(args: argparse.Namespace, data_path: Path) -> list[Item]:
         return []
     path = _pool_path(args, data_path)
     if path.name == SPLIT_FILES["dev"]:
-        raise DataError([f"{path}: --train-file is the dev split; few-shot examples never come from dev"])
+        raise DataError([f"{path}: --train_file is the dev split; few-shot examples never come from dev"])
     if not path.is_file():
-        raise DataError([f"{path}: training file for few-shot examples not found (give --train-file or --num-shots 0)"])
+        raise DataError([f"{path}: training file for few-shot examples not found (give --train_file or --num_shots 0)"])
     return load_items(path, require_answer=True, max_chars=args.max_chars)
 
 
@@ -399,19 +402,20 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
         "train_file",
         "seed",
         "shot_method",
-        "chat",
+        "prompt_format",
         "context_k",
         "rules",
         "retrieved",
         "retrieval_method",
     )
     cfg = {k: getattr(args, k) for k in keys}
+    cfg["chat"] = PROMPT_FORMAT_TO_CHAT[cfg.pop("prompt_format")]  # the old key and values: earlier caches stay valid
     cfg["model"] = model_name(args)
     if not cfg["context_k"]:  # --rules alone (evaluate's rule categories) changes no prompt
         cfg["rules"] = cfg["retrieved"] = cfg["retrieval_method"] = None
     if cfg["shot_method"] == "random":  # the default: caches made before the option existed stay valid
         del cfg["shot_method"]
-    cfg["logprobs"] = args.choice != "snap"  # scored under --no-repair too: the cache then serves both
+    cfg["logprobs"] = args.choice != "snap"  # scored under --no_repair too: the cache then serves both
     if not cfg["sample"]:
         cfg["temperature"] = cfg["top_p"] = None
     return cfg
@@ -474,21 +478,21 @@ def _check_args(args: argparse.Namespace) -> None:
     problems = []
     for name in ("max_new_tokens", "batch_size", "num_beams"):
         if getattr(args, name) < 1:
-            problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            problems.append(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.num_shots < 0 or args.context_k < 0:
-        problems.append("--num-shots and --context-k must not be negative")
+        problems.append("--num_shots and --context_k must not be negative")
     if args.context_k and not args.rules:
-        problems.append("--context-k needs --rules (rules.jsonl from 'malpyeong-grpo rules', or the reference .docx)")
+        problems.append("--context_k needs --rules (rules.jsonl from 'malpyeong-grpo rules', or the reference .docx)")
     if args.limit is not None and args.limit < 1:
         problems.append(f"--limit must be at least 1, got {args.limit}")
     if args.sample and args.num_beams > 1:
-        problems.append("--sample and --num-beams > 1 cannot be combined")
+        problems.append("--sample and --num_beams > 1 cannot be combined")
     if args.sample and not args.temperature > 0:
         problems.append(f"--temperature must be above 0 when sampling, got {args.temperature}")
     if not 0 < args.top_p <= 1:
-        problems.append(f"--top-p must be in (0, 1], got {args.top_p}")
+        problems.append(f"--top_p must be in (0, 1], got {args.top_p}")
     if args.max_chars is not None and args.max_chars < 1:
-        problems.append(f"--max-chars must be at least 1, got {args.max_chars}")
+        problems.append(f"--max_chars must be at least 1, got {args.max_chars}")
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         problems.append(f"{args.adapter}: not a peft adapter folder (no adapter_config.json)")
     if problems:
@@ -538,9 +542,9 @@ def predict_items(args: argparse.Namespace, data_path: Path, items: list[Item], 
         engine, tokenizer = _load_engine(args)
         if isinstance(engine, VllmEngine) and args.choice == "logprob" and not args.no_repair:
             raise DataError(["--choice logprob needs the transformers backend (--backend transformers)"])
-        chat = None if args.chat == "auto" else args.chat == "yes"
+        chat = None if args.prompt_format == "auto" else args.prompt_format == "chat"
         if chat and not has_chat_template(tokenizer):
-            raise DataError([f"{model_name(args)}: --chat yes, but the tokenizer has no chat template"])
+            raise DataError([f"{model_name(args)}: --prompt_format chat, but the tokenizer has no chat template"])
         shots = ShotSelector(pool, args.shot_method, args.seed)
         prompts = [
             build_prompt(it, shots.select(it, args.num_shots), ctx, tokenizer, chat)
@@ -617,7 +621,7 @@ def summary_lines(pred: Predictions) -> list[str]:
     return [
         f"{n} answers ({pred.generated} generated now{rate}, {n - pred.generated} from {pred.cache_path})",
         f"parsed by the scorer: {pred.parsed}/{n} (as generated: {n - unparsed}/{n})",
-        f"repairs{'' if pred.repaired else ' (not applied: --no-repair)'}: {counts['repaired']}/{n} answers; {kinds}",
+        f"repairs{'' if pred.repaired else ' (not applied: --no_repair)'}: {counts['repaired']}/{n} answers; {kinds}",
     ]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import json
 import random
 import re
 import sys
@@ -27,13 +26,14 @@ import numpy as np
 from .data import (
     DataError,
     Item,
-    atomic_write_text,
     check_outputs,
     load_items,
     lock_path,
     output_lock,
     read_jsonl_file,
+    write_jsonl,
 )
+from .flags import DEFAULT_RETRIEVAL, flag
 from .rules import Rule, format_rule, load_rules
 
 METHODS = ("bm25", "dense", "hybrid", "learned")
@@ -647,12 +647,16 @@ def retrieve_command(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="malpyeong-grpo retrieve", description=retrieve_command.__doc__)
     ap.add_argument("--rules", required=True, help="rules.jsonl (from `malpyeong-grpo rules`) or the reference .docx")
     ap.add_argument("--data", required=True, help="items to retrieve for (official JSON or JSONL)")
-    ap.add_argument("--method", choices=METHODS, default="hybrid", help="learned needs --examples (default hybrid)")
+    ap.add_argument(
+        "--method", choices=METHODS, default=DEFAULT_RETRIEVAL, help=f"learned needs --examples ({DEFAULT_RETRIEVAL})"
+    )
     ap.add_argument("--k", type=int, default=10, help="rules per item (default 10)")
     ap.add_argument("--examples", help="labelled items (the training split) added as passages of their gold rule")
-    ap.add_argument("--example-labels", help="labels of --examples (from `malpyeong-grpo label`)")
+    ap.add_argument(*flag("example_labels"), help="labels of --examples (from `malpyeong-grpo label`)")
     ap.add_argument("--out", required=True, help="output JSONL: {id, rule_ids, scores} per item")
-    ap.add_argument("--max-chars", type=int, help="longest question accepted (default 4000): Mecab slows down fast")
+    ap.add_argument(
+        *flag("max_chars"), type=int, help="longest question accepted (default 4000): Mecab slows down fast"
+    )
     args = ap.parse_args(argv)
     if args.k < 1:
         raise DataError([f"--k must be at least 1, got {args.k}"])
@@ -679,6 +683,6 @@ def retrieve_command(argv: list[str]) -> int:
             labelled = load_items(args.examples, require_answer=True, max_chars=args.max_chars)
             examples = example_passages(labelled, load_labels(args.example_labels))
         rows = retrieve(items, rules, args.method, args.k, examples)
-        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(args.out, rows)
     print(f"{len(rows)} items, top {args.k} by {args.method} -> {args.out}", file=sys.stderr)
     return 0

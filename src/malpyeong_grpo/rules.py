@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .data import (
     DataError,
-    atomic_write_text,
     check_input_file,
     check_outputs,
     default_data_dir,
@@ -20,6 +19,7 @@ from .data import (
     lock_path,
     output_lock,
     read_text,
+    write_jsonl,
 )
 
 DOCX_NAME = "reference_rules.docx"
@@ -138,7 +138,7 @@ def parse_docx(path: str | os.PathLike[str]) -> list[Rule]:
 
 def write_rules(rules: list[Rule], path: str | os.PathLike[str]) -> None:
     """Atomically write rules as JSONL, one record per line."""
-    atomic_write_text(path, "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rules))
+    write_jsonl(path, (asdict(r) for r in rules))
 
 
 _FIELDS = {f.name: f for f in fields(Rule)}
