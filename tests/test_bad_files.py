@@ -139,8 +139,8 @@ def _run(argv: list[str], capsys) -> tuple[int, list[str]]:
 
 
 def test_a_users_label_file_is_read_never_cut(tmp_path):
-    from malpyeong_grpo.labels import load_labels
     from malpyeong_grpo.retrieval import load_retrieved
+    from malpyeong_grpo.rules import load_labels
 
     labels = tmp_path / "labels.jsonl"
     labels.write_bytes(b'{"id": "1", "rule_id": "R1"}\n{"id": "2", "rule_id": "R2"}')  # no final newline
@@ -160,8 +160,7 @@ def test_a_users_label_file_is_read_never_cut(tmp_path):
 def test_fifos_devices_and_folders_are_named_never_opened(tmp_path, capsys, data_dir):
     import os
 
-    from malpyeong_grpo.labels import load_labels
-    from malpyeong_grpo.rules import load_rules, parse_docx
+    from malpyeong_grpo.rules import load_labels, load_rules, parse_docx
 
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)  # opening it for reading would wait for a writer forever

@@ -16,13 +16,12 @@ from malpyeong_grpo.labels import (
     bracket_terms,
     hand_labels,
     lexical_labels,
-    load_labels,
     ppl_labels,
     quoted_terms,
-    retrieval_metrics,
     rouge1_f,
 )
-from malpyeong_grpo.rules import Rule, parse_docx
+from malpyeong_grpo.retrieval_report import retrieval_metrics
+from malpyeong_grpo.rules import Rule, load_labels, parse_docx
 
 
 def test_rouge1_f():

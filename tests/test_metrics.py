@@ -11,6 +11,7 @@ import pytest
 from malpyeong_grpo import metrics
 from malpyeong_grpo.data import DataError, load_items, split_path
 from malpyeong_grpo.metrics import MetricSuite, metric_name, morphs, rouge1_f, score
+from malpyeong_grpo.text import mecab
 
 
 # ---------------------------------------------------------------- ROUGE-1
@@ -49,7 +50,7 @@ def _py_rouge_reference(hyp: str, ref: str) -> float:
         sentences = summary.split("\n")
         summary = " ".join(" ".join(sentences).split()[:1000])
         summary = re.sub("[^A-Za-z0-9가-힣]", " ", summary.lower()).strip()
-        joined = " ".join(metrics._mecab().morphs(summary))
+        joined = " ".join(mecab().morphs(summary))
         return list(itertools.chain(*[s.split() for s in [joined]]))
 
     h, r = prep(hyp), prep(ref)

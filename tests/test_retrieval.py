@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from malpyeong_grpo.cli import main
+from malpyeong_grpo.contexts import build_contexts
 from malpyeong_grpo.data import DataError, Item, write_items
 from malpyeong_grpo.retrieval import (
     SPACING_HINT,
@@ -16,7 +17,6 @@ from malpyeong_grpo.retrieval import (
     HybridRetriever,
     LearnedRetriever,
     Passage,
-    build_contexts,
     build_query,
     example_passages,
     make_retriever,

@@ -24,7 +24,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "rules": ("rules", "rules_command", "parse the reference rule document into rules.jsonl"),
     "retrieve": ("retrieval", "retrieve_command", "retrieve rules for each item (bm25, dense, hybrid, learned)"),
     "label": ("labels", "label_command", "gold-context labels: PPL-based or lexical (resumable)"),
-    "retrieval-report": ("labels", "report_command", "retriever recall/MRR and the context ablation"),
+    "retrieval-report": ("retrieval_report", "report_command", "retriever recall/MRR and the context ablation"),
     "plan": ("plan", "plan_command", "memory budget of a recipe, computed from the model config"),
 }
 

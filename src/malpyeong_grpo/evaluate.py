@@ -136,8 +136,7 @@ def item_categories(items: Sequence[Item], rules_path: str | None, labels_path: 
     """item id -> rule category (from gold-context labels and the rule corpus); None when no labels are given."""
     if not labels_path:
         return None
-    from .labels import load_labels
-    from .rules import default_docx, load_rules
+    from .rules import default_docx, load_labels, load_rules
 
     path = rules_path or default_docx()
     if path is None:

@@ -28,6 +28,7 @@ from typing import Any
 from .answer import exact_match, parse_answer
 from .data import DataError, check_outputs, load_items, lock_path, output_lock, write_json
 from .flags import flag
+from .text import mecab
 
 BERTSCORE_OFFICIAL = "bert-base-multilingual-cased"
 BERTSCORE_LAYER = 9
@@ -43,20 +44,13 @@ _PRED_CACHE = 8192  # candidate-side entries kept per cache (gold sides are kept
 
 
 # ------------------------------------------------------------------ ROUGE-1
-@lru_cache(maxsize=1)
-def _mecab() -> Any:
-    import mecab
-
-    return mecab.MeCab()
-
-
 @lru_cache(maxsize=1 << 16)
 def _rouge_tokens(text: str) -> tuple[str, ...]:
     """py-rouge's ``_preprocess_summary_as_a_whole`` with the official Korean tokeniser: split at newlines, keep the
     first 1000 whitespace words, lowercase, non-[A-Za-z0-9가-힣] -> space, Mecab morphemes, re-split on spaces."""
     summary = " ".join(" ".join(text.split("\n")).split()[:ROUGE_LENGTH_LIMIT])
     summary = _NOT_ROUGE_CHAR.sub(" ", summary.lower()).strip()
-    return tuple(" ".join(_mecab().morphs(summary)).split()) if summary else ()
+    return tuple(" ".join(mecab().morphs(summary)).split()) if summary else ()
 
 
 def morphs(text: str) -> list[str]:

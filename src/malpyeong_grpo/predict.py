@@ -29,6 +29,7 @@ from .data import (
     write_json,
 )
 from .flags import DEFAULT_RETRIEVAL, PROMPT_FORMAT_TO_CHAT, RETRIEVAL_METHODS, add_prompt_format, flag
+from .lm import left_pad, model_device
 from .models import EMBEDDED, adapter_base, load_model, load_tokenizer, resolve_model
 from .prompts import STOP_MARKERS, build_prompt, extract_answer, has_chat_template, render
 from .repair import CHOICE_MODES, Repair, candidates, count_repairs, repair_answer
@@ -69,28 +70,6 @@ def _encode(prompts: Sequence[Prompt], tokenizer: Any) -> list[list[int]]:
     return ids
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-def _device(model: Any) -> Any:
-    import torch
-
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
-
 def iter_generate(
     model: Any,
     tokenizer: Any,
@@ -116,7 +95,7 @@ def iter_generate(
     encoded = _encode(prompts, tokenizer)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = _device(model)
+    device = model_device(model)
     gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample}
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
@@ -127,7 +106,7 @@ def iter_generate(
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = _left_pad([encoded[i] for i in idx], pad_id)
+            ids, mask = left_pad([encoded[i] for i in idx], pad_id)
             stop = _stop_criteria(ids.shape[1], tokenizer, stop_markers)
             with torch.inference_mode():
                 out = model.generate(
@@ -193,9 +172,8 @@ def candidate_logprobs(
 ) -> list[dict[str, float]]:
     """For each prompt, the model's summed log-probability of answering with each candidate sentence: the
     continuation ``"<candidate>"가 옳다.`` (after a space for plain-text prompts, which end in '답변:')."""
-    import torch
-
     from .answer import format_answer
+    from .lm import continuation_logprobs
 
     encoded = _encode(prompts, tokenizer)
     pairs = []  # (prompt index, candidate, prompt ids, continuation ids)
@@ -207,25 +185,10 @@ def candidate_logprobs(
     out: list[dict[str, float]] = [{} for _ in prompts]
     pairs.sort(key=lambda x: -(len(x[2]) + len(x[3])))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = _device(model)
     model.eval()
-    for start in range(0, len(pairs), batch_size):
-        batch = pairs[start : start + batch_size]
-        ids, mask = _left_pad([p + c for _, _, p, c in batch], pad_id)
-        keep = max(len(c) for *_, c in batch) + 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            logits = model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                logits_to_keep=keep,
-            ).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position j predicts the token at kept position j + 1
-        for row, (i, c, _, cont) in enumerate(batch):
-            targets = torch.tensor(cont, device=logp.device)
-            lp = logp[row, -len(cont) :].gather(-1, targets[:, None]).sum()
-            out[i][c] = float(lp)
+    lps = continuation_logprobs(model, [(p, c) for _, _, p, c in pairs], pad_id, batch_size)
+    for (i, c, _, _), lp in zip(pairs, lps, strict=True):
+        out[i][c] = float(lp.sum())
     return out
 
 
@@ -376,7 +339,7 @@ def _contexts(args: argparse.Namespace, items: list[Item]) -> list[list[str]]:
     """The retrieved rule texts of each item (never the gold rule: that is for training and ablations)."""
     if args.context_k == 0:
         return [[] for _ in items]
-    from .retrieval import build_contexts
+    from .contexts import build_contexts
 
     ctx = build_contexts(
         items, args.rules, args.retrieved, k=args.context_k, include_gold=False, method=args.retrieval_method

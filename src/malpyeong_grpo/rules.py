@@ -18,6 +18,7 @@ from .data import (
     json_reason,
     lock_path,
     output_lock,
+    read_jsonl_file,
     read_text,
     write_jsonl,
 )
@@ -213,6 +214,19 @@ def format_rule(rule: Rule, max_chars: int | None = None) -> str:
     if out == head:
         out = (head + lines[0])[: max(max_chars - 1, 0)]
     return out + "…"
+
+
+def load_labels(path: str | Path) -> dict[str, str]:
+    """item id -> gold rule id, from a label file (JSONL rows with 'id' and 'rule_id'), read strictly: the user's
+    file is never changed (a cut-off last line is an error, not dropped)."""
+    path = Path(path)
+    out: dict[str, str] = {}
+    missing = f"file not found (make it with: malpyeong-grpo label --out {path})"
+    for n, row in enumerate(read_jsonl_file(path, missing), 1):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("rule_id"), str):
+            raise DataError([f"{path}: row {n}: expected {{'id': str, 'rule_id': str, ...}}"])
+        out[row["id"]] = row["rule_id"]
+    return out
 
 
 def default_docx() -> Path | None:

@@ -67,7 +67,7 @@ def rule_contexts(
     (leave-one-out; ``learned``: cross-fitting)."""
     if not args.rules_file or not items:
         return {}
-    from .retrieval import build_contexts
+    from .contexts import build_contexts
 
     return build_contexts(
         list(items),
