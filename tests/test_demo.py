@@ -1,96 +1,188 @@
-"""The demo: its settings are the demo-cpu recipe's, dev stays evaluation-only, and an end-to-end run with a tiny
-model writes the table, the JSON, the predictions and the learning-curve PNG."""
+"""The demo: stages before / SFT / after SFT / GRPO / after GRPO on a hold-out of the training data (never dev),
+its settings from the two demo recipes, wall-clock budgeting, readable step lines, paired intervals with a verdict in
+words, the learning-curve PNG, and an end-to-end run with a tiny model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from malpyeong_grpo import demo
-from malpyeong_grpo.data import load_items, sample_items, split_path
+from malpyeong_grpo.data import DataError, load_items, sample_items, split_path
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo-cpu.yaml"
-
-
-def test_demo_settings_are_the_recipe():
-    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    for key, value in demo.DEMO_RECIPE.items():
-        assert recipe[key] == value, key
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_subset_is_stratified_and_deterministic(data_dir):
-    dev = load_items(split_path("dev", data_dir), require_answer=True)
-    a, b = demo.subset(dev, 20, seed=1), demo.subset(dev, 20, seed=1)
-    assert a == b and len(a) == 20 and a != demo.subset(dev, 20, seed=2)
-    share = sum(it.question_type == "선택형" for it in dev) / len(dev)
-    assert abs(sum(it.question_type == "선택형" for it in a) - 20 * share) <= 1
-    assert [it.id for it in a] == [it.id for it in dev if it in a]  # file order
+def test_the_demo_reads_its_recipes_and_both_stages_share_prompts():
+    assert demo.recipe_path(demo.GRPO_RECIPE) == ROOT / "recipes" / "demo-cpu.yaml"
+    assert demo.recipe_path(demo.SFT_RECIPE) == ROOT / "recipes" / "sft-demo-cpu.yaml"
+    assert not hasattr(demo, "DEMO_RECIPE")  # one source of truth: the recipe files
+    grpo = yaml.safe_load((ROOT / "recipes" / "demo-cpu.yaml").read_text(encoding="utf-8"))
+    sft = yaml.safe_load((ROOT / "recipes" / "sft-demo-cpu.yaml").read_text(encoding="utf-8"))
+    for key in ("num_shots", "shot_method", "shot_seed", "prompt_format"):
+        assert grpo[key] == sft[key], key
+    assert (grpo["num_shots"], grpo["shot_method"]) == (1, "similar")
+    assert grpo["reward_funcs"] == ["format", "exact_match", "answer_similarity", "choice", "rouge_1"]
+    assert (grpo["loss_type"], grpo["scale_rewards"], grpo["beta"]) == ("dapo", "none", 0.0)
+    with pytest.raises(DataError, match="recipe not found"):
+        demo.recipe_path("no-such-recipe.yaml")
 
 
-def test_demo_data_keeps_evaluation_out_of_training(data_dir):
-    train, evaluation, info = demo.demo_data(str(data_dir), 16, seed=0)
+def test_stage_arguments_set_only_data_output_seed_and_stop(tmp_path):
+    argv = demo.stage_argv(Path("r.yaml"), "m", tmp_path / "o", tmp_path / "t.json", 3, None)
+    pairs = dict(zip(argv[0::2], argv[1::2], strict=True))
+    assert pairs["--config"] == "r.yaml" and pairs["--holdout_fraction"] == "0" and pairs["--seed"] == "3"
+    assert pairs["--save_strategy"] == "no" and pairs["--disable_tqdm"] == "true" and "--max_steps" not in pairs
+    assert demo.stage_argv(Path("r.yaml"), "m", tmp_path, tmp_path, 0, 5)[-2:] == ["--max_steps", "5"]
+
+
+def test_holdout_comes_from_training_data_never_dev(data_dir):
+    train, held, info = demo.demo_data(str(data_dir), 48, seed=0)
+    official = load_items(split_path("train", data_dir), require_answer=True)
     dev_ids = {it.id for it in load_items(split_path("dev", data_dir), require_answer=True)}
-    assert len(train) == 622 and len(evaluation) == 16 and {it.id for it in evaluation} <= dev_ids
-    assert not {it.answer for it in evaluation} & {it.answer for it in train}
-    train, evaluation, info = demo.demo_data(None, 8, seed=0)
-    assert len(train) + len(evaluation) == len(sample_items()) and len(evaluation) == 8
-    assert not {it.id for it in train} & {it.id for it in evaluation}
-    assert {it.question_type for it in evaluation} == {"선택형", "교정형"}
-    assert info["eval_ids"] == [it.id for it in evaluation]
+    assert len(train) + len(held) == len(official) and abs(len(held) - 48) <= 1
+    assert not {it.id for it in held} & dev_ids and not {it.id for it in train} & dev_ids
+    assert not {it.id for it in train} & {it.id for it in held}
+    train, held, info = demo.demo_data(None, 48, seed=0)
+    assert len(train) + len(held) == len(sample_items()) and len(held) == 48
+    assert {it.question_type for it in held} == {"선택형", "교정형"}
+    assert sum(it.question_type == "선택형" for it in held) == 24  # stratified
+    assert info["heldout_ids"] == [it.id for it in held] and not {it.id for it in train} & set(info["heldout_ids"])
+    assert demo.demo_data(None, 48, seed=0)[1] == held and demo.demo_data(None, 48, seed=1)[1] != held
+    with pytest.raises(DataError, match="--eval.items"):
+        demo.demo_data(None, 150, seed=0)
+
+
+def test_clock_bar_and_training_budget():
+    now = [100.0]
+    clock = demo.Clock(540, now=lambda: now[0])
+    now[0] += 135
+    assert clock.elapsed() == 135 and clock.left() == 405
+    assert clock.status() == "demo [███░░░░░░░░░] 2:15/9:00, ETA 6:45"
+    assert demo.bar(5, 10, 10) == "[█████░░░░░]" and demo.bar(20, 10, 4) == "[████]"
+    sft, grpo = demo.training_budget(left=400, eval_s=50, share=0.5)
+    assert sft == grpo == pytest.approx((400 - 2 * 1.2 * 50 - demo.FINAL_S) / 2)
+    assert demo.training_budget(left=10, eval_s=50, share=0.5) == (demo.MIN_TRAIN_S, demo.MIN_TRAIN_S)
+
+
+def test_step_lines_are_readable():
+    line = demo.step_line("SFT", {"step": 3, "loss": 1.23456, "mean_token_accuracy": 0.5, "grad_norm": 9.0}, (), 8.0)
+    assert line == "step 3 (8.0 s): loss 1.235 | token accuracy 0.500"
+    logs = {"step": 2, "reward": 1.5, "rewards/format/mean": 1.0, "rewards/rouge_1/mean": 0.25}
+    logs |= {"rewards/format/group_std": 0.0, "rewards/rouge_1/group_std": 0.1, "completions/mean_length": 40}
+    line = demo.step_line("GRPO", logs, ["format", "rouge_1"], 20.0)
+    assert line == "step 2 (20.0 s): reward 1.500 | format 1.00 rouge_1 0.25 | within-group spread 0.050"
+    assert "{" not in line and "completions" not in line
+
+
+def test_budget_callback_stops_before_the_deadline_and_prints_one_line_per_step(capsys):
+    from types import SimpleNamespace
+
+    now = [0.0]
+    clock = demo.Clock(600, now=lambda: now[0])
+    cb = demo.stage_callback("GRPO", deadline=100.0, clock=clock, names=["format"])
+    state = SimpleNamespace(global_step=0, max_steps=30, log_history=[])
+    control = SimpleNamespace(should_training_stop=False)
+    cb.on_train_begin(None, state, control)
+    for step in (1, 2, 3):
+        now[0] += 30.0
+        state.global_step = step
+        cb.on_step_end(None, state, control)
+        state.log_history.append({"step": step, "reward": 0.5, "rewards/format/mean": 1.0})
+        cb.on_log(None, state, control, logs={"reward": 0.5, "rewards/format/mean": 1.0})
+        if control.should_training_stop:
+            break
+    assert state.global_step == 3  # 90 s + a 30-s step would pass 100 s
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("[demo 5/7 GRPO] ") for line in lines)
+    assert "step 3 (30.0 s): reward 0.500 | format 1.00" in lines[2] and "ETA" in lines[2]
+    assert "stage budget reached after 3 steps" in lines[3]
+
+
+def test_paired_bootstrap_and_verdicts():
+    before = [0.1, 0.2, 0.3, 0.2] * 10
+    after = [b + 0.2 for b in before]
+    up = demo.paired_bootstrap(before, after)
+    assert up["mean"] == pytest.approx(0.2) and up["ci95"] == pytest.approx([0.2, 0.2])
+    assert demo.verdict(up, "SFT").startswith("SFT helped:")
+    down = demo.paired_bootstrap(after, before)
+    assert "WORSE" in demo.verdict(down, "GRPO")
+    noisy = demo.paired_bootstrap([0.0, 1.0] * 10, [1.0, 0.0] * 10)
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1]
+    assert "did not change" in demo.verdict(noisy, "GRPO") and "includes 0" in demo.verdict(noisy, "GRPO")
+    assert demo.paired_bootstrap(before, after, seed=3) == demo.paired_bootstrap(before, after, seed=3)
+
+
+def test_task_scores_count_a_missing_reason_as_zero():
+    items = {"a": {"exact_match": 1.0, "rouge_1": 0.5}, "b": {"exact_match": 0.0, "rouge_1": None}}
+    assert demo.task_scores(items, ["b", "a"]) == [0.0, 0.75]
+
+
+def _stage(em: float, rouge: float) -> dict:
+    scores = {"exact_match": em, "rouge_1": rouge, "bertscore": 0.8, "final": 0.4, "n_items": 2}
+    scores |= {"final_official": False, "encoders": {"bertscore": {"official": False}, "bleurt": {"official": False}}}
+    return {"scores": scores, "task_scores": [(em + rouge) / 2] * 2}
+
+
+def test_results_table_names_stand_ins_and_shows_every_stage():
+    stages = {"before": _stage(0.25, 0.2), "sft": _stage(0.5, 0.4), "grpo": _stage(0.5, 0.45)}
+    text = demo.results_table(stages, "t")
+    assert "before" in text and "after SFT" in text and "after GRPO" in text
+    assert "bertscore_standin" in text and "final_standin" in text and "(EM + ROUGE-1)/2" in text
+    assert "| bertscore " not in text.replace("│", "|") and "encoders" not in text and "n_items" not in text
+    assert "0.4750" in text  # (0.5 + 0.45) / 2
 
 
 def test_learning_curve_png(tmp_path):
-    log = [
-        {"step": s, "reward": 0.1 * s, "rewards/format/mean": 0.2 * s, "rewards/final/mean": None, "loss": 0.0}
-        for s in (1, 2, 3)
-    ] + [{"step": 3, "train_runtime": 9.0}]
-    series = demo.plot_learning_curve(log, tmp_path / "curve.png")
-    assert series == ["reward", "final", "format"]
-    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_metrics_table():
-    _, text = demo.metrics_table(
-        {"exact_match": 0.25, "final": 0.3, "n_items": 4, "final_official": False, "encoders": {}},
-        {"exact_match": 0.5, "final": 0.35, "n_items": 4, "final_official": False, "encoders": {}},
-        "t",
+    sft_log = [{"step": s, "loss": 2.0 / s} for s in range(1, 6)] + [{"step": 5, "train_runtime": 9.0}]
+    grpo_log = [
+        {"step": s, "reward": 0.1 * s, "rewards/format/mean": 0.2 * s, "rewards/rouge_1/mean": None} for s in (1, 2, 3)
+    ]
+    rows = demo.score_rows({"before": _stage(0.25, 0.2), "sft": _stage(0.5, 0.4)})
+    drawn = demo.plot_learning_curve(
+        sft_log, grpo_log, ["format", "rouge_1"], rows, ["before", "after SFT"], tmp_path / "c.png"
     )
-    assert "exact_match" in text and "+0.2500" in text and "+0.0500" in text and "+0 " in text
-    assert "encoders" not in text and "final_official" not in text
+    assert drawn == ["reward", "format"]
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert demo.smooth([1.0, 3.0, 5.0], window=2) == [1.0, 2.0, 4.0]
 
 
 def test_demo_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["--model", str(tiny_model_dir), "--output-dir", str(out), "--minutes", "1", "--max-steps", "2"]
-    argv += [
-        "--eval-items",
-        "4",
-        "--eval-max-new-tokens",
-        "8",
-        "--",
-        "--max_completion_length",
-        "8",
-        "--num_shots",
-        "0",
-    ]
+    argv = ["--model", str(tiny_model_dir), "--output-dir", str(out), "--minutes", "60", "--max-steps", "2"]
+    argv += ["--eval-items", "4", "--eval-max-new-tokens", "8", "--eval-batch-size", "4", "--eval-dtype", "float32"]
+    argv += ["--", "--max_completion_length", "8"]
     assert demo.demo_command(argv) == 0
     printed = capsys.readouterr().out
-    assert all(f"[demo {i}/6]" in printed for i in range(1, 7))
-    assert "held-out sample items, before and after GRPO" in " ".join(printed.split())
+    for i, stage in enumerate(demo.STAGES, 1):
+        assert f"[demo {i}/7 {stage}]" in printed
+    assert "{'loss'" not in printed and "'reward':" not in printed  # no raw trainer dicts
+    assert printed.count("[demo 3/7 SFT] step ") == 2 and printed.count("[demo 5/7 GRPO] step ") == 2
+    assert "ETA" in printed and "deleted the trained checkpoints" in printed and "--keep_model" in printed
+    assert "paired 95% bootstrap" in printed.lower() and "GRPO" in printed.split("Paired 95%")[1]
     result = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    for side in ("before", "after"):
-        assert {"exact_match", "rouge_1", "final", "n_items"} <= set(result[side]) and result[side]["n_items"] == 4
-    assert result["timings"]["grpo_steps"] == 2 and result["timings"]["total_s"] > 0
-    assert result["learning_curve"] == ["reward", "bertscore", "bleurt", "exact_match", "final", "format", "rouge_1"]
+    assert list(result["stages"]) == ["before", "sft", "grpo"]
+    for stage in result["stages"].values():
+        assert {"exact_match", "rouge_1", "n_items"} <= set(stage["scores"]) and stage["scores"]["n_items"] == 4
+        assert list(stage["task_scores"]) == result["data"]["heldout_ids"]
+    assert set(result["changes"]) == {"sft-before", "grpo-sft", "grpo-before"}
+    assert all(len(c["ci95"]) == 2 and c["verdict"] for c in result["changes"].values())
+    assert result["timings"]["sft_steps"] == 2 and result["timings"]["grpo_steps"] == 2
+    assert result["grpo_rewards_optimised"] == ["format", "exact_match", "answer_similarity", "choice", "rouge_1"]
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert "exact_match" in (out / "metrics.txt").read_text(encoding="utf-8")
-    evaluated = load_items(out / "predictions_after.json", require_answer=True)
+    assert "(EM + ROUGE-1)/2" in (out / "metrics.txt").read_text(encoding="utf-8")
+    held = load_items(out / "heldout_items.json", require_answer=True)
     trained = load_items(out / "train_items.json", require_answer=True)
-    assert [it.id for it in evaluated] == result["data"]["eval_ids"]
-    assert not {it.id for it in evaluated} & {it.id for it in trained}
-    assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "log_history.json").is_file()
+    assert not {it.id for it in held} & {it.id for it in trained}
+    for key in ("before", "sft", "grpo"):
+        assert [it.id for it in load_items(out / f"predictions_{key}.json")] == [it.id for it in held]
+    for stage in ("sft", "grpo"):  # logs kept, weights deleted without --keep-model
+        assert (out / stage / "log_history.json").is_file() and not (out / stage / "model.safetensors").exists()
+    grpo_log = json.loads((out / "grpo" / "log_history.json").read_text(encoding="utf-8"))
+    assert any("rewards/exact_match/mean" in r for r in grpo_log)
 
 
 def test_bad_options(tmp_path, capsys):
@@ -99,3 +191,4 @@ def test_bad_options(tmp_path, capsys):
     assert main(["demo", "--data-dir", str(tmp_path)]) == 2
     assert f"error: {tmp_path}: no korean_language_rag_V1.0_train.json" in capsys.readouterr().err
     assert main(["demo", "--minutes", "0"]) == 2
+    assert main(["demo", "--sft-share", "1.5"]) == 2

@@ -1,31 +1,42 @@
-"""``malpyeong-grpo demo``: the embedded default, end to end on a CPU in minutes.
+"""``malpyeong-grpo demo``: the embedded model learning the task on a CPU, measured honestly, in minutes.
 
-With nothing supplied it takes the embedded gemma-3-270m and the package's sample set (a holdout of it is the
-evaluation set); with ``--data_dir`` it trains on the official training split and evaluates on a subset of the
-official dev split (evaluation only: dev never reaches training, prompts or few-shot choice). It scores greedy answers
-before training, runs GRPO for a wall-clock budget, scores again, and writes to ``--output_dir``:
+Stages, all inside one wall-clock budget (``--minutes``, the one-time model conversion included):
 
-- ``metrics.json``: before/after scores (the scorer's ``score``), the data, the settings and the timings;
-- ``metrics.txt``: the before/after table printed at the end;
-- ``learning_curve.png``: each reward's mean per GRPO step;
-- ``predictions_before.json`` / ``predictions_after.json``: the answers in the official schema;
-- ``model/``: the trained checkpoint, with ``run_info.jsonl`` and ``log_history.json``.
+1. setup: the data (without ``--data_dir`` the package's sample set, with it the official train split; in both a
+   stratified hold-out of ``--eval_items`` items that no stage ever trains on, and few-shot examples only from the
+   training part; the dev split is never read) and the model (the embedded gemma-3-270m is converted once);
+2. before: the base model answers the hold-out greedily, with the prompts and answer repair of ``predict``, scored
+   as ``evaluate`` scores (``predict.predict_items`` + ``evaluate.score_predictions``);
+3. SFT (``sft.run_sft`` with ``recipes/sft-demo-cpu.yaml``) on the training part;
+4. after SFT: the hold-out again;
+5. GRPO (``train.make_trainer`` with ``recipes/demo-cpu.yaml``) from the SFT model;
+6. after GRPO: the hold-out again;
+7. results: the table before / after SFT / after GRPO, paired 95% bootstrap intervals of the per-item
+   (EM + ROUGE-1) / 2 for each stage's change, the verdict in words, the learning-curve PNG, the outputs and their
+   sizes.
 
-Any GRPOConfig or script field can follow ``--`` (``malpyeong-grpo demo -- --learning_rate 2e-5``).
+The training stages get what the budget leaves after the measured evaluation time; a training stage stops at the
+step that would overrun its share. Outputs in ``--output_dir``: ``metrics.json``, ``metrics.txt``,
+``learning_curve.png``, ``predictions_{before,sft,grpo}.json``, ``train_items.json`` / ``heldout_items.json``, and
+``sft/`` / ``grpo/`` (log history and run record; the 1 GB checkpoints only with ``--keep_model``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import io
 import math
-import random
+import os
+import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .data import (
-    QUESTION_TYPES,
     DataError,
     Item,
     atomic_write_text,
@@ -38,176 +49,412 @@ from .data import (
 )
 from .flags import flag
 
-# The demo's GRPO settings; recipes/demo-cpu.yaml holds the same values (tests/test_demo.py checks they agree).
-DEMO_RECIPE: dict[str, Any] = {
-    "model_name_or_path": "embedded",
-    "dtype": "float32",
-    "seed": 0,
-    "num_shots": 2,
-    "reward_funcs": ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"],
-    "reward_weights": [0.25, 0.0, 0.0, 0.0, 0.0, 1.0],
-    "freeze_embeddings": True,
-    "torch_num_threads": 2,
-    "completion_only_logits": True,
-    "share_prompt_prefix": True,
-    "checkpoint_prompt": True,
-    "share_prefill": True,
-    "stop_at_markers": True,
-    "bf16_generation": True,
-    "tune_malloc": True,
-    "gradient_checkpointing": False,
-    "bf16": False,
-    "num_generations": 4,
-    "per_device_train_batch_size": 4,
-    "gradient_accumulation_steps": 1,
-    "max_completion_length": 128,
-    "temperature": 0.9,
-    "top_p": 0.95,
-    "beta": 0.0,
-    "learning_rate": 1.0e-5,
-    "lr_scheduler_type": "constant",
-    "logging_steps": 1,
-    "report_to": "none",
-}
+STAGES = ("setup", "before", "SFT", "after SFT", "GRPO", "after GRPO", "results")
+EVAL_STAGES = {"before": "before", "sft": "after SFT", "grpo": "after GRPO"}
+GRPO_RECIPE = "demo-cpu.yaml"
+SFT_RECIPE = "sft-demo-cpu.yaml"
+CHANGES = (("sft", "before", "SFT"), ("grpo", "sft", "GRPO"), ("grpo", "before", "SFT + GRPO"))
+RESAMPLES = 2000
+SAVE_S = 15.0  # saving a 1 GB checkpoint and loading it for the evaluation that follows (reserved per stage)
+FINAL_S = 15.0  # results: table, intervals, PNG, clean-up
+MIN_TRAIN_S = 30.0
 
 
-def _argv(recipe: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for key, value in recipe.items():
-        out.append(f"--{key}")
-        out += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return out
+# ---------------------------------------------------------------- recipes and data
 
 
-def subset(items: Sequence[Item], n: int, seed: int) -> list[Item]:
-    """``n`` items stratified by question type (proportional), deterministic in ``seed``, in file order."""
-    if n >= len(items):
-        return list(items)
-    rng = random.Random(seed)
-    picked: set[str] = set()
-    for qtype in QUESTION_TYPES:
-        group = [it.id for it in items if it.question_type == qtype]
-        picked.update(rng.sample(group, min(len(group), round(n * len(group) / len(items)))))
-    return [it for it in items if it.id in picked]
+def recipe_path(name: str) -> Path:
+    """A recipe of the repository (``recipes/<name>`` beside the package's source tree, else under the current
+    folder)."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        path = base / "recipes" / name
+        if path.is_file():
+            return path
+    raise DataError([f"recipes/{name}: recipe not found (run from the repository, or give --recipe/--sft_recipe)"])
 
 
 def demo_data(data_dir: str | None, eval_items: int, seed: int) -> tuple[list[Item], list[Item], dict[str, Any]]:
-    """(training items, evaluation items, description): the official train split and a dev subset, or the
-    sample set split into a training part and a held-out evaluation part."""
+    """(training part, held-out part, description): a stratified hold-out of ``eval_items`` items of the official
+    train split (``data_dir``) or of the sample set. The dev split is not read."""
     if data_dir:
-        train = load_items(split_path("train", data_dir), require_answer=True)
-        dev = load_items(split_path("dev", data_dir), require_answer=True)
-        evaluation = subset(dev, eval_items, seed)
-        info = {"train": str(split_path("train", data_dir)), "eval": f"{split_path('dev', data_dir)} (subset)"}
+        path = split_path("train", data_dir)
+        items, source = load_items(path, require_answer=True), str(path)
     else:
-        items = sample_items()
-        train, evaluation = holdout_split(items, min(0.5, eval_items / len(items)), seed)
-        info = {"train": "sample set (training part)", "eval": "sample set (held-out part)"}
-    info.update(train_items=len(train), eval_items=len(evaluation), eval_ids=[it.id for it in evaluation])
-    return train, evaluation, info
+        items, source = sample_items(), "sample set (malpyeong_grpo/sample_data.json)"
+    if not 2 <= eval_items <= len(items) // 2:
+        raise DataError([f"demo: --eval_items must be between 2 and {len(items) // 2} for {source}"])
+    train, held = holdout_split(items, eval_items / len(items), seed)
+    info = {
+        "source": source,
+        "items": len(items),
+        "train_items": len(train),
+        "heldout_items": len(held),
+        "heldout_ids": [it.id for it in held],
+    }
+    return train, held, info
 
 
-def evaluate(model: Any, tokenizer: Any, items: Sequence[Item], pool: Sequence[Item], args: Any, label: str) -> tuple:
-    """Greedy answers for ``items`` (few-shot from ``pool``) and their official scores."""
-    from . import metrics, rewards
-    from .predict import generate_answers
-    from .prompts import build_prompt, extract_answer, select_shots
-    from .train import use_chat
-
-    chat = use_chat(args, tokenizer)
-    prompts = [
-        build_prompt(it, select_shots(it, pool, args.num_shots, args.shot_seed), tokenizer=tokenizer, chat=chat)
-        for it in items
-    ]
-    print(f"[demo] {label}: generating {len(items)} answers (greedy, up to {args.eval_max_new_tokens} tokens)")
-    t = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    raw = generate_answers(
-        model, tokenizer, prompts, max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size
-    )
-    model.train(was_training)
-    answers = [extract_answer(r) for r in raw]
-    gen_s = time.perf_counter() - t
-    suite = rewards.get_suite()
-    scores = metrics.score(
-        {it.id: a for it, a in zip(items, answers, strict=True)}, {it.id: it.answer for it in items}, suite
-    )
-    return answers, scores, {"generate_s": round(gen_s, 1), "score_s": round(time.perf_counter() - t - gen_s, 1)}
+# ---------------------------------------------------------------- clock, progress lines
 
 
-def time_budget_callback(seconds: float) -> Any:
-    """Stop training at the first step end after ``seconds`` of training."""
+def _mmss(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def bar(done: float, total: float, width: int = 20) -> str:
+    """``[███████░░░░░]``: the share ``done / total`` (clipped to 0..1)."""
+    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+    full = int(round(frac * width))
+    return "[" + "█" * full + "░" * (width - full) + "]"
+
+
+class Clock:
+    """The demo's wall-clock budget: elapsed, left, and a status with a bar and the ETA of the whole demo."""
+
+    def __init__(self, seconds: float, now: Any = time.perf_counter):
+        self.now = now
+        self.start = now()
+        self.total = seconds
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+    def left(self) -> float:
+        return self.total - self.elapsed()
+
+    def status(self) -> str:
+        e = self.elapsed()
+        eta = f"ETA {_mmss(self.total - e)}" if e <= self.total else f"over budget by {_mmss(e - self.total)}"
+        return f"demo {bar(e, self.total, 12)} {_mmss(e)}/{_mmss(self.total)}, {eta}"
+
+
+def say(stage: str, text: str, clock: Clock | None = None) -> None:
+    """One progress line: ``[demo i/7 stage] text | demo bar elapsed/budget, ETA``."""
+    i = STAGES.index(stage) + 1
+    print(f"[demo {i}/{len(STAGES)} {stage}] {text}" + (f" | {clock.status()}" if clock else ""), flush=True)
+
+
+def step_line(kind: str, logs: Mapping[str, Any], names: Sequence[str], step_s: float) -> str:
+    """The readable line of one training step: SFT loss and token accuracy, or GRPO's weighted reward, the mean of
+    each reward it optimises and their mean within-group spread."""
+    if kind == "SFT":
+        parts = [f"loss {logs['loss']:.3f}"] if isinstance(logs.get("loss"), int | float) else []
+        acc = logs.get("mean_token_accuracy")
+        if isinstance(acc, int | float):
+            parts.append(f"token accuracy {acc:.3f}")
+    else:
+        parts = [f"reward {logs.get('reward', float('nan')):.3f}"]
+        means = [f"{n} {logs[f'rewards/{n}/mean']:.2f}" for n in names if f"rewards/{n}/mean" in logs]
+        if means:
+            parts.append(" ".join(means))
+        spreads = [logs[f"rewards/{n}/group_std"] for n in names if f"rewards/{n}/group_std" in logs]
+        if spreads:
+            parts.append(f"within-group spread {sum(spreads) / len(spreads):.3f}")
+    return f"step {logs.get('step', '?')} ({step_s:.1f} s): " + " | ".join(parts)
+
+
+def stage_callback(kind: str, deadline: float, clock: Clock, names: Sequence[str] = ()) -> Any:
+    """A TrainerCallback for one training stage: it stops training at the end of the step after which one more step
+    would pass ``deadline`` (seconds on ``clock``), and prints one line per logged step (instead of the trainer's
+    raw log dict) with the stage's time bar and the demo's ETA."""
     from transformers import TrainerCallback
 
-    class Budget(TrainerCallback):
+    stage = STAGES[2] if kind == "SFT" else STAGES[4]
+
+    class Stage(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[float] = []
+            self.began = self.last = 0.0
+            self.stopped_by_budget = False
+
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.perf_counter()
+            self.began = self.last = clock.elapsed()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            elapsed = time.perf_counter() - self.start
-            per_step = elapsed / max(state.global_step, 1)
-            if elapsed + per_step > seconds:  # the next step would overrun the budget
-                print(f"[demo] training budget reached after {state.global_step} steps ({elapsed:.0f} s)")
+            now = clock.elapsed()
+            self.steps.append(now - self.last)
+            self.last = now
+            per_step = sum(self.steps) / len(self.steps)
+            if now + per_step > deadline and state.global_step < state.max_steps:
+                self.stopped_by_budget = True
                 control.should_training_stop = True
 
-    return Budget()
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if not logs or ("loss" not in logs and "reward" not in logs) or not state.log_history:
+                return
+            row = {**state.log_history[-1], **logs}
+            now = clock.elapsed()
+            span = max(deadline - self.began, now - self.began, 1e-9)
+            line = step_line(kind, row, names, self.steps[-1] if self.steps else 0.0)
+            line += f" | stage {bar(now - self.began, span, 10)} {now - self.began:.0f}/{span:.0f} s"
+            say(stage, line, clock)
+            if self.stopped_by_budget:
+                say(stage, f"stage budget reached after {state.global_step} steps", clock)
+
+    return Stage()
+
+
+@contextlib.contextmanager
+def quiet_trainer() -> Iterator[None]:
+    """While a trainer is built: no ``PrinterCallback`` (it prints each raw log dict; the stage callback prints a
+    readable line instead), no datasets progress bars."""
+    import datasets
+    import transformers.trainer as hf_trainer
+    from transformers import TrainerCallback
+
+    class Silent(TrainerCallback):
+        pass
+
+    saved = hf_trainer.PrinterCallback
+    hf_trainer.PrinterCallback = Silent  # type: ignore[misc]
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_trainer.PrinterCallback = saved  # type: ignore[misc]
+        datasets.enable_progress_bars()
+
+
+# ---------------------------------------------------------------- evaluation (predict + evaluate's scoring)
+
+
+def predict_args(model: str, heldout_file: Path, train_file: Path, script_args: Any, opts: argparse.Namespace) -> Any:
+    """``predict``'s options for one evaluation: greedy, repair on (hybrid), the training recipes' prompts (shots
+    and their method) from the training part, a fresh cache."""
+    from .predict import add_predict_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data")
+    add_predict_args(parser)
+    argv = ["--data", str(heldout_file), "--model", model, "--train_file", str(train_file)]
+    argv += ["--num_shots", str(script_args.num_shots), "--shot_method", script_args.shot_method]
+    argv += ["--seed", str(script_args.shot_seed), "--max_new_tokens", str(opts.eval_max_new_tokens)]
+    argv += ["--batch_size", str(opts.eval_batch_size), "--dtype", opts.eval_dtype, "--backend", "transformers"]
+    argv += ["--prompt_format", script_args.prompt_format, "--restart"]
+    return parser.parse_args(argv)
+
+
+def evaluate_model(
+    model: str, items: list[Item], heldout_file: Path, train_file: Path, script_args: Any, opts: Any, out: Path
+) -> dict[str, Any]:
+    """Greedy answers of ``model`` to ``items`` with ``predict``'s prompts and repair, scored by ``evaluate``'s
+    scorer: {scores, items (per-item scores), seconds, repairs}; the submission goes to ``out``."""
+    from .evaluate import score_predictions
+    from .predict import predict_items, submission
+
+    args = predict_args(model, heldout_file, train_file, script_args, opts)
+    cache = out.with_name(out.stem + ".cache.jsonl")
+    pred = predict_items(args, heldout_file, items, cache)
+    write_json(out, submission(items, pred.answers))
+    cache.unlink(missing_ok=True)
+    scored = score_predictions(pred, False, {"bertscore_model": None, "bleurt_model": None, "device": None})
+    return {
+        "scores": scored["scores"],
+        "items": scored["items"],
+        "seconds": pred.seconds,
+        "repairs": pred.repair_counts,
+    }
+
+
+def task_scores(per_item: Mapping[str, Mapping[str, Any]], ids: Sequence[str]) -> list[float]:
+    """Per-item (EM + ROUGE-1) / 2, ROUGE-1 counting 0 for an item without a reason (as the rewards count it)."""
+    out = []
+    for i in ids:
+        row = per_item[i]
+        rouge = row.get("rouge_1")
+        out.append((float(row["exact_match"]) + (float(rouge) if isinstance(rouge, int | float) else 0.0)) / 2)
+    return out
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """Mean of ``b - a`` over paired items and its 95% percentile interval over ``resamples`` resamples of the items
+    (with replacement)."""
+    import numpy as np
+
+    diff = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "ci95": [float(lo), float(hi)], "n_items": len(diff), "resamples": resamples}
+
+
+def verdict(change: Mapping[str, Any], what: str) -> str:
+    """Words for a paired change: helped (interval above 0), made worse (below 0), or no measurable change."""
+    lo, hi = change["ci95"]
+    span = f"{change['mean']:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}]"
+    if lo > 0:
+        return f"{what} helped: held-out (EM + ROUGE-1)/2 {span}."
+    if hi < 0:
+        return f"{what} made the held-out answers WORSE: (EM + ROUGE-1)/2 {span}."
+    return f"{what} did not change the held-out answers measurably: (EM + ROUGE-1)/2 {span} includes 0."
+
+
+def score_rows(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[float | None]]]:
+    """(metric name, value per stage) for the table: the scorer's metrics in leaderboard order, under stand-in
+    names where a stand-in computed them, and the task score (EM + ROUGE-1) / 2."""
+    from .evaluate import METRIC_ORDER, _metrics
+
+    named = {k: _metrics(v["scores"]) for k, v in stages.items()}
+    order = ["exact_match", "rouge_1"] + [k for k in METRIC_ORDER if k not in ("exact_match", "rouge_1")]
+    keys = [k for k in order if any(k in m for m in named.values())]
+    rows = [(k, [named[s].get(k) for s in stages]) for k in keys]
+    rows.insert(2, ("(EM + ROUGE-1)/2", [_mean(v["task_scores"]) for v in stages.values()]))
+    return rows
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def results_table(stages: Mapping[str, Mapping[str, Any]], title: str) -> str:
+    """The table of every stage's scores (a rich table rendered to text)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric", justify="left")
+    for stage in stages:
+        table.add_column(EVAL_STAGES[stage], justify="right")
+    for name, values in score_rows(stages):
+        table.add_row(name, *("–" if v is None else f"{v:.4f}" for v in values))
+    console = Console(record=True, width=110, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
+# ---------------------------------------------------------------- learning curve
+
+
+def smooth(values: Sequence[float], window: int = 5) -> list[float]:
+    """Trailing moving average (the first points average what there is)."""
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
 
 
 def plot_learning_curve(
-    log_history: Sequence[dict[str, Any]], path: Path, notes: dict[str, str] | None = None
+    sft_log: Sequence[Mapping[str, Any]],
+    grpo_log: Sequence[Mapping[str, Any]],
+    optimised: Sequence[str],
+    stage_rows: Sequence[tuple[str, list[float | None]]],
+    stage_names: Sequence[str],
+    path: Path,
 ) -> list[str]:
-    """PNG of each reward's mean per step (and the weighted total); ``notes`` add to a reward's legend label (e.g.
-    'stand-in'). Return the plotted series names."""
+    """PNG in three panels: SFT loss per step; the rewards GRPO optimises (``optimised``, logged names) and their
+    weighted sum per step, raw points with a smoothed line; the held-out scores per stage (stand-ins labelled).
+    Return the GRPO series drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    rows = [r for r in log_history if "step" in r and "reward" in r]
-    keys = sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    for key in ["reward", *keys]:
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
-        if pts:
-            name = key.split("/")[1] if key != "reward" else ""
-            label = "reward (weighted sum)" if key == "reward" else f"{name} {(notes or {}).get(name, '')}".strip()
-            ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if key == "reward" else 1.2, label=label)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), dpi=110, gridspec_kw={"width_ratios": [1, 1.6, 1.2]})
+    ax = axes[0]
+    pts = [(r["step"], r["loss"]) for r in sft_log if "step" in r and _finite(r.get("loss"))]
+    if pts:
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, "o", alpha=0.4, color="tab:blue", label="per step")
+        ax.plot(xs, smooth(ys), "-", lw=2, color="tab:blue", label="smoothed (5 steps)")
+        ax.legend(fontsize=8)
+    ax.set_title("SFT: training loss (answer tokens)")
+    ax.set_xlabel("SFT step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("mean reward over the step's completions")
-    ax.set_title("Learning curve (demo)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+
+    ax = axes[1]
+    drawn = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, key in enumerate(["reward", *[f"rewards/{name}/mean" for name in optimised]]):
+        pts = [(r["step"], r[key]) for r in grpo_log if "step" in r and _finite(r.get(key))]
+        if not pts:
+            continue
+        xs, ys = zip(*pts, strict=True)
+        label = "weighted sum (what GRPO maximises)" if key == "reward" else key.split("/")[1]
+        if "standin" in label or "proxy" in label:
+            label += " (stand-in)"
+        c = colors[n % len(colors)]
+        ax.plot(xs, ys, "o", alpha=0.35, color=c, ms=4)
+        ax.plot(xs, smooth(ys), "-", lw=2.5 if key == "reward" else 1.3, color=c, label=label)
+        drawn.append(key.split("/")[1] if key != "reward" else "reward")
+    ax.set_title("GRPO: rewards per step (points) and smoothed (lines)")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean over the step's sampled completions")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7, loc="best")
+
+    ax = axes[2]
+    shown = [(k, v) for k, v in stage_rows if k in ("exact_match", "rouge_1", "(EM + ROUGE-1)/2") or "standin" in k]
+    shown += [(k, v) for k, v in stage_rows if k == "bleurt_proxy"]
+    x = range(len(stage_names))
+    for k, values in shown:
+        label = f"{k} (stand-in)" if ("standin" in k or "proxy" in k) else k
+        ys = [float("nan") if v is None else v for v in values]
+        style = "--" if "stand-in" in label else "-"
+        ax.plot(x, ys, marker="o", ls=style, lw=2.5 if k.startswith("(EM") else 1.2, label=label)
+    ax.set_xticks(list(x), list(stage_names))
+    ax.set_title("held-out scores per stage")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
-    return ["reward", *[k.split("/")[1] for k in keys]]
+    return drawn
 
 
-def metrics_table(before: dict[str, Any], after: dict[str, Any], title: str) -> tuple[Any, str]:
-    """A rich table of every numeric score before and after, and its plain-text rendering."""
-    from rich.console import Console
-    from rich.table import Table
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
-    table = Table(title=title)
-    for col, justify in (("metric", "left"), ("before", "right"), ("after", "right"), ("change", "right")):
-        table.add_column(col, justify=justify)
-    for key, b in before.items():
-        a = after.get(key)
-        if isinstance(b, bool) or not isinstance(b, int | float) or not isinstance(a, int | float):
+
+# ---------------------------------------------------------------- outputs
+
+
+def size_of(path: Path) -> int:
+    """Bytes under ``path`` (a file or a folder)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors")
+
+
+def drop_weights(folder: Path) -> int:
+    """Delete a checkpoint's weight files (and the tokenizer copy) but keep its logs; return the bytes freed."""
+    freed = 0
+    for p in list(folder.iterdir()) if folder.is_dir() else []:
+        if p.name in ("log_history.json", "run_info.jsonl"):
             continue
-        if isinstance(b, int) and isinstance(a, int):
-            table.add_row(key, str(b), str(a), f"{a - b:+d}")
-        else:
-            table.add_row(key, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}")
-    console = Console(record=True, width=100)
-    console.print(table)
-    return table, console.export_text()
+        freed += size_of(p)
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return freed
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process (Linux: ru_maxrss in KiB), in GB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+# ---------------------------------------------------------------- the command
 
 
 def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -221,98 +468,235 @@ def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description=__doc__.split("\n\n")[0],
         epilog="Any GRPO or script field of `malpyeong-grpo train` can follow '--', e.g. -- --learning_rate 2e-5.",
     )
-    p.add_argument(*flag("data_dir"), help="official data folder: train on its train split, evaluate on a dev subset")
+    p.add_argument(*flag("data_dir"), help="official data folder: train on its train split, score on a hold-out of it")
     p.add_argument(*flag("output_dir"), default="runs/demo", help="where the outputs go (default runs/demo)")
-    p.add_argument("--model", default="embedded", help="model to train (default: the embedded gemma-3-270m)")
-    p.add_argument("--minutes", type=float, default=6.0, help="wall-clock budget of the GRPO phase (default 6)")
-    p.add_argument(*flag("max_steps"), type=int, default=100, help="at most this many GRPO steps (default 100)")
-    p.add_argument(*flag("eval_items"), type=int, default=12, help="evaluation items (default 12)")
+    p.add_argument("--model", default="embedded", help="model to start from (default: the embedded gemma-3-270m)")
+    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of the whole demo (default 9)")
+    p.add_argument(*flag("sft_share"), type=float, default=0.55, help="SFT's share of the training time (default 0.55)")
     p.add_argument(
-        *flag("eval_max_new_tokens"), type=int, default=128, help="answer length in evaluation (default 128)"
+        *flag("max_steps"), type=int, help="cap each training stage at this many steps (default: the recipes')"
     )
-    p.add_argument(*flag("eval_batch_size"), type=int, default=4, help="generation batch in evaluation (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data subset, shots and sampling (default 0)")
+    p.add_argument(*flag("eval_items"), type=int, default=48, help="held-out items (default 48)")
+    p.add_argument(*flag("eval_max_new_tokens"), type=int, default=160, help="answer length limit (default 160)")
+    p.add_argument(
+        *flag("eval_batch_size"), type=int, default=16, help="generation batch of the evaluations (default 16)"
+    )
+    p.add_argument(
+        *flag("eval_dtype"),
+        default="bfloat16",
+        choices=["bfloat16", "float32"],
+        help="weights for the evaluations (default bfloat16: same for every stage, ~2x faster on CPUs with bf16 "
+        "matrix units; float32 as in the method table)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out, the shots and training (default 0)")
+    p.add_argument("--recipe", help=f"GRPO recipe (default recipes/{GRPO_RECIPE})")
+    p.add_argument(*flag("sft_recipe"), help=f"SFT recipe (default recipes/{SFT_RECIPE})")
+    p.add_argument(*flag("keep_model"), action="store_true", help="keep the SFT and GRPO checkpoints (~1.07 GB each)")
     args = p.parse_args(argv)
-    if args.minutes <= 0 or args.max_steps < 1 or args.eval_items < 1:
+    if args.minutes <= 0 or (args.max_steps is not None and args.max_steps < 1) or args.eval_items < 1:
         raise DataError(["demo: --minutes, --max_steps and --eval_items must be positive"])
+    if not 0 < args.sft_share < 1:
+        raise DataError(["demo: --sft_share must be between 0 and 1"])
     if args.data_dir and not split_path("train", args.data_dir).is_file():
         raise DataError([f"{args.data_dir}: no {split_path('train', args.data_dir).name} in this folder"])
     return args, extra
 
 
+def stage_argv(recipe: Path, model: str, out: Path, train_file: Path, seed: int, max_steps: int | None) -> list[str]:
+    """A training stage's arguments: the recipe, then only what the demo sets (model, output, data, seed, no
+    checkpoints or in-training evaluation: the demo's own evaluations measure each stage)."""
+    argv = ["--config", str(recipe), "--model_name_or_path", model, "--output_dir", str(out)]
+    argv += ["--train_file", str(train_file), "--holdout_fraction", "0", "--seed", str(seed), "--shot_seed", str(seed)]
+    argv += ["--save_strategy", "no", "--eval_strategy", "no", "--task_eval_items", "0", "--disable_tqdm", "true"]
+    argv += ["--logging_steps", "1", "--report_to", "none"]
+    return argv + (["--max_steps", str(max_steps)] if max_steps else [])
+
+
+def training_budget(left: float, eval_s: float, share: float) -> tuple[float, float]:
+    """(SFT seconds, GRPO seconds) of ``left`` seconds after reserving two more evaluations of ``eval_s`` (+20%)
+    and the results; each stage's seconds include its model load and save; at least MIN_TRAIN_S each."""
+    train = left - 2 * 1.2 * eval_s - FINAL_S
+    return max(MIN_TRAIN_S, share * train), max(MIN_TRAIN_S, (1 - share) * train)
+
+
 def demo_command(argv: list[str]) -> int:
     """``malpyeong-grpo demo [--data_dir DIR] [--output_dir DIR] [--minutes M] [-- GRPO overrides]``."""
-    from . import rewards
-    from .configs import parse_args
-    from .train import load_policy, make_trainer
-    from .trainer import MalpyeongGRPOConfig
-
-    t0 = time.perf_counter()
     opts, extra = parse_demo_args(argv)
+    clock = Clock(opts.minutes * 60)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    grpo_recipe = Path(opts.recipe) if opts.recipe else recipe_path(GRPO_RECIPE)
+    sft_recipe = Path(opts.sft_recipe) if opts.sft_recipe else recipe_path(SFT_RECIPE)
+    from .configs import parse_args
+    from .models import resolve_model
+    from .trainer import MalpyeongGRPOConfig, MalpyeongSFTConfig
+
     out = Path(opts.output_dir)
-    recipe = dict(DEMO_RECIPE, model_name_or_path=opts.model, seed=opts.seed, shot_seed=opts.seed)
-    recipe.update(output_dir=str(out / "model"), max_steps=opts.max_steps, save_strategy="no", holdout_fraction=0.0)
-    script_args, training_args, model_args = parse_args(
-        _argv(recipe) + extra, MalpyeongGRPOConfig, prog="malpyeong-grpo demo"
-    )
-    script_args.eval_max_new_tokens, script_args.eval_batch_size = opts.eval_max_new_tokens, opts.eval_batch_size
+    out.mkdir(parents=True, exist_ok=True)
+    train_file, heldout_file = out / "train_items.json", out / "heldout_items.json"
+    sft_dir, grpo_dir = out / "sft", out / "grpo"
 
-    print(f"[demo 1/6] data: {'official train split + dev subset' if opts.data_dir else 'sample set'}")
-    train_items, eval_items, data_info = demo_data(opts.data_dir, opts.eval_items, opts.seed)
-    train_file = out / "train_items.json"
+    # 1. setup: the data, both stages' configurations (checked before any model work), the model
+    where = f"official train split in {opts.data_dir}" if opts.data_dir else "package's sample set"
+    train_items, held, data_info = demo_data(opts.data_dir, opts.eval_items, opts.seed)
     write_items(train_file, train_items)
-    script_args.train_file = str(train_file)
-    print(f"[demo 2/6] model {opts.model} (the embedded model is converted once, ~1 min, then cached)")
-    model, tokenizer = load_policy(model_args, training_args, script_args)
-    rewards.configure(script_args.bertscore_model, script_args.bleurt_model, script_args.reward_device or "cpu")
-    timings: dict[str, Any] = {"setup_s": round(time.perf_counter() - t0, 1)}
-
-    print("[demo 3/6] scores before training")
-    before_answers, before, timings["before"] = evaluate(
-        model, tokenizer, eval_items, train_items, script_args, "before"
+    write_items(heldout_file, held)
+    say(
+        "setup", f"data: the {where}: {len(train_items)} training items, {len(held)} held out (never trained on)", clock
     )
-    write_items(out / "predictions_before.json", _with_answers(eval_items, before_answers))
+    sft_argv = stage_argv(sft_recipe, opts.model, sft_dir, train_file, opts.seed, opts.max_steps)
+    grpo_argv = stage_argv(grpo_recipe, str(sft_dir), grpo_dir, train_file, opts.seed, opts.max_steps) + extra
+    sft_cfg = parse_args(sft_argv, MalpyeongSFTConfig, prog="malpyeong-grpo demo (SFT)")
+    grpo_cfg = parse_args(grpo_argv, MalpyeongGRPOConfig, prog="malpyeong-grpo demo (GRPO)")
+    prompt_fields = ("num_shots", "shot_method", "shot_seed", "prompt_format")
+    differ = [f for f in prompt_fields if getattr(sft_cfg[0], f) != getattr(grpo_cfg[0], f)]
+    if differ:
+        raise DataError([f"{grpo_recipe}: {', '.join(differ)} differ from {sft_recipe} (the stages share prompts)"])
+    note = " (converted once, ~1 min, then cached)" if opts.model == "embedded" else ""
+    say("setup", f"model {opts.model}{note}", clock)
+    resolve_model(opts.model)
+    timings: dict[str, Any] = {"setup_s": round(clock.elapsed(), 1)}
+    stages: dict[str, dict[str, Any]] = {}
 
-    print(f"[demo 4/6] GRPO for up to {opts.minutes:g} min / {opts.max_steps} steps on {len(train_items)} items")
-    t = time.perf_counter()
-    trainer, train_info = make_trainer(
-        script_args, training_args, model_args, [time_budget_callback(opts.minutes * 60)], (model, tokenizer)
+    def evaluate(key: str, model: str) -> None:
+        stage = EVAL_STAGES[key]
+        say(stage, f"answering the {len(held)} held-out items (greedy, {opts.eval_dtype}, repair as predict)", clock)
+        t = clock.elapsed()
+        res = evaluate_model(model, held, heldout_file, train_file, sft_cfg[0], opts, out / f"predictions_{key}.json")
+        res["task_scores"] = task_scores(res["items"], [it.id for it in held])
+        res["seconds_total"] = round(clock.elapsed() - t, 1)
+        stages[key] = res
+        s = res["scores"]
+        say(
+            stage,
+            f"EM {s['exact_match']:.3f}, ROUGE-1 {s['rouge_1']:.3f}, (EM + ROUGE-1)/2 {_mean(res['task_scores']):.3f} "
+            f"({res['seconds_total']:.0f} s)",
+            clock,
+        )
+
+    # 2. before
+    evaluate("before", opts.model)
+    sft_s, grpo_s = training_budget(clock.left(), stages["before"]["seconds_total"], opts.sft_share)
+    timings["planned_sft_s"], timings["planned_grpo_s"] = round(sft_s, 1), round(grpo_s, 1)
+
+    # 3. SFT
+    from .sft import run_sft
+
+    say("SFT", f"supervised warm start ({sft_recipe.name}) for about {sft_s:.0f} s", clock)
+    t = clock.elapsed()
+    sft_cb = stage_callback("SFT", t + sft_s - SAVE_S, clock)
+    with quiet_trainer():
+        trainer = run_sft(*sft_cfg, sft_argv, callbacks=[sft_cb])
+    sft_log = list(trainer.state.log_history)
+    timings["sft_s"], timings["sft_steps"] = round(clock.elapsed() - t, 1), trainer.state.global_step
+    del trainer
+    gc.collect()
+    say("SFT", f"{timings['sft_steps']} steps in {timings['sft_s']:.0f} s, model saved to {sft_dir}", clock)
+
+    # 4. after SFT
+    evaluate("sft", str(sft_dir))
+
+    # 5. GRPO
+    from . import rewards
+    from .train import make_trainer, train_and_save
+
+    script_args, grpo_args, model_args = grpo_cfg
+    weights = grpo_args.reward_weights or [1.0] * len(script_args.reward_funcs)
+    optimised = [rewards.logged_name(n) for n, w in zip(script_args.reward_funcs, weights, strict=True) if w]
+    grpo_deadline = clock.total - (1.2 * stages["sft"]["seconds_total"] + FINAL_S)
+    grpo_deadline = max(grpo_deadline, clock.elapsed() + MIN_TRAIN_S)
+    say(
+        "GRPO",
+        f"GRPO from the SFT model ({grpo_recipe.name}) for about {grpo_deadline - clock.elapsed():.0f} s; "
+        f"optimising {', '.join(f'{w:g} x {n}' for n, w in zip(script_args.reward_funcs, weights, strict=True))}",
+        clock,
     )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    write_json(Path(training_args.output_dir) / "log_history.json", trainer.state.log_history)
-    timings["grpo_s"] = round(time.perf_counter() - t, 1)
-    timings["grpo_steps"] = trainer.state.global_step
+    t = clock.elapsed()
+    grpo_cb = stage_callback("GRPO", grpo_deadline - SAVE_S, clock, optimised)
+    with quiet_trainer():
+        trainer, train_info = make_trainer(script_args, grpo_args, model_args, [grpo_cb])
+    train_and_save(trainer, grpo_cfg, grpo_argv, train_info, None)
+    grpo_log = list(trainer.state.log_history)
+    timings["grpo_s"], timings["grpo_steps"] = round(clock.elapsed() - t, 1), trainer.state.global_step
+    del trainer
+    gc.collect()
+    say("GRPO", f"{timings['grpo_steps']} steps in {timings['grpo_s']:.0f} s, model saved to {grpo_dir}", clock)
 
-    print("[demo 5/6] scores after training")
-    after_answers, after, timings["after"] = evaluate(
-        trainer.model, tokenizer, eval_items, train_items, script_args, "after"
+    # 6. after GRPO
+    evaluate("grpo", str(grpo_dir))
+
+    # 7. results
+    say("results", "table, intervals, learning curve", clock)
+    changes = {}
+    for b, a, what in CHANGES:
+        change = paired_bootstrap(stages[a]["task_scores"], stages[b]["task_scores"], seed=opts.seed)
+        change["verdict"] = verdict(change, what)
+        changes[f"{b}-{a}"] = change
+    title = f"{len(held)} held-out items of the {where}"
+    table = results_table(stages, title)
+    lines = [
+        table.rstrip(),
+        "Stand-ins: bertscore_standin, bleurt_proxy, descriptive_avg_standin and final_standin come from stand-in "
+        "encoders (no official BERTScore/BLEURT checkpoint on this machine); they are not the official metrics.",
+        f"Paired 95% bootstrap intervals ({RESAMPLES} resamples of the {len(held)} items), per-item (EM + ROUGE-1)/2:",
+    ]
+    lines += [f"  {changes[f'{b}-{a}']['verdict']}" for b, a, _ in CHANGES]
+    report = "\n".join(lines) + "\n"
+    print(report, flush=True)
+    atomic_write_text(out / "metrics.txt", report)
+    stage_names = [EVAL_STAGES[k] for k in stages]
+    drawn = plot_learning_curve(
+        sft_log, grpo_log, optimised, score_rows(stages), stage_names, out / "learning_curve.png"
     )
-    write_items(out / "predictions_after.json", _with_answers(eval_items, after_answers))
-
-    print("[demo 6/6] learning curve and table")
-    encoders = rewards.get_suite().encoders
-    notes = {name: "(stand-in)" for name in ("bertscore", "bleurt") if not encoders[name].official}
-    series = plot_learning_curve(trainer.state.log_history, out / "learning_curve.png", notes)
-    where = "official dev subset" if opts.data_dir else "held-out sample items"
-    _, text = metrics_table(before, after, f"Scores on {len(eval_items)} {where}, before and after GRPO")
-    atomic_write_text(out / "metrics.txt", text)
-    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    write_json(sft_dir / "log_history.json", sft_log)
+    freed = {}
+    if not opts.keep_model:
+        for folder in (sft_dir, grpo_dir):
+            freed[folder.name] = drop_weights(folder)
+    timings["total_s"] = round(clock.elapsed(), 1)
+    rss = round(peak_rss_gb(), 2)
     write_json(
         out / "metrics.json",
         {
-            "before": before,
-            "after": after,
-            "data": {**data_info, **{k: v for k, v in train_info.items() if k != "validation_ids"}},
+            "stages": {
+                k: {
+                    "scores": v["scores"],
+                    "task_score": _mean(v["task_scores"]),
+                    "task_scores": dict(zip(data_info["heldout_ids"], v["task_scores"], strict=True)),
+                    "items": v["items"],
+                    "repairs": v["repairs"],
+                    "generate_s": round(v["seconds"], 1),
+                    "seconds": v["seconds_total"],
+                }
+                for k, v in stages.items()
+            },
+            "changes": changes,
+            "data": data_info,
             "model": opts.model,
-            "recipe": {**recipe, **{"overrides": extra}},
-            "learning_curve": series,
+            "recipes": {"sft": str(sft_recipe), "grpo": str(grpo_recipe), "grpo_overrides": extra},
+            "evaluation": {
+                "dtype": opts.eval_dtype,
+                "max_new_tokens": opts.eval_max_new_tokens,
+                "shots": f"{sft_cfg[0].num_shots} {sft_cfg[0].shot_method}",
+                "repair": "hybrid (predict's default)",
+            },
+            "grpo_rewards_optimised": optimised,
+            "learning_curve": drawn,
             "timings": timings,
+            "peak_rss_gb": rss,
+            "kept_models": opts.keep_model,
         },
     )
-    print(f"[demo] done in {timings['total_s'] / 60:.1f} min; outputs in {out}")
+    say("results", f"done in {_mmss(timings['total_s'])} (budget {_mmss(clock.total)}), peak RSS {rss:.2f} GB", clock)
+    print(f"outputs in {out.resolve()}:")
+    for p in sorted(out.iterdir()):
+        print(f"  {p.name + ('/' if p.is_dir() else ''):<28} {human(size_of(p)):>10}")
+    if opts.keep_model:
+        kept = ", ".join(f"{d} ({human(size_of(d))})" for d in (sft_dir, grpo_dir))
+        print(f"  kept the trained checkpoints: {kept}")
+    else:
+        print(
+            f"  deleted the trained checkpoints ({', '.join(f'{k}/ {human(v)}' for k, v in freed.items())}); "
+            "--keep_model keeps them"
+        )
+    sys.stdout.flush()
     return 0
-
-
-def _with_answers(items: Sequence[Item], answers: Sequence[str]) -> list[Item]:
-    return [Item(it.id, it.question_type, it.question, a) for it, a in zip(items, answers, strict=True)]
