@@ -290,7 +290,7 @@ def test_question_length_limit_is_configurable(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MALPYEONG_MAX_CHARS")
     rc, lines = _run(["retrieve", "--rules", str(rules), "--data", str(path), "--out", str(tmp_path / "r")], capsys)
     assert rc == 2 and lines == [f"error: {path}: item 0 (id '31'): 'input.question' is 5,000 characters, over the "
-                                 "limit of 4,000 (--max-chars or $MALPYEONG_MAX_CHARS raises it)"]  # fmt: skip
+                                 "limit of 4,000 (--max_chars or $MALPYEONG_MAX_CHARS raises it)"]  # fmt: skip
 
 
 def test_blank_gold_answers_are_errors_blank_predictions_are_answers(tmp_path, capsys):

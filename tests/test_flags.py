@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,15 @@ def test_train_help_shows_config_and_the_projects_options_first(verb: str, capsy
     assert script < text.index("--freeze_embeddings") < model  # a field the project's config class adds
     assert model < text.index("--model_name_or_path") < trl
     assert trl < text.index("--learning_rate")  # TRL's inherited options come last
+
+
+def test_config_with_an_equals_sign_reads_the_recipe() -> None:
+    from malpyeong_grpo.configs import parse_args
+    from malpyeong_grpo.trainer import MalpyeongGRPOConfig
+
+    recipe = str(Path(__file__).parents[1] / "recipes" / "demo-cpu.yaml")
+    spaced = parse_args(["--config", recipe], MalpyeongGRPOConfig, "t", extras=False)
+    joined = parse_args([f"--config={recipe}"], MalpyeongGRPOConfig, "t", extras=False)
+    assert vars(spaced[0]) == vars(joined[0]) and vars(spaced[2]) == vars(joined[2])
+    assert spaced[1].learning_rate == joined[1].learning_rate and spaced[1].beta == joined[1].beta
+    assert joined[2].model_name_or_path == "embedded"

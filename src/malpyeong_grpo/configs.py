@@ -167,6 +167,7 @@ def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = Tr
 
     parser = TrlParser((ScriptArguments, config_class, ModelConfig), prog=prog)
     _order_help(parser, config_class, ModelConfig)
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     if not _has_accelerator():
         parser.set_defaults(bf16=False)  # TRL defaults to bf16, which a CPU-only machine refuses; a recipe may say so
     where = "arguments"
