@@ -149,7 +149,7 @@ def test_missing_config_file(tmp_path):
 
 def test_sft_parses_with_the_same_script_arguments():
     script, cfg, _ = parse_args(["--config", str(RECIPES / "sft-demo-cpu.yaml"), "--max_length", "512"], SFTConfig, "t")
-    assert isinstance(cfg, SFTConfig) and cfg.max_length == 512 and script.num_shots == 2
+    assert isinstance(cfg, SFTConfig) and cfg.max_length == 512 and script.num_shots == 1
 
 
 def test_run_record_and_its_file(tmp_path):

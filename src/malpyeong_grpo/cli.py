@@ -17,7 +17,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "score": ("metrics", "score_command", "score predictions against gold answers as the competition does"),
     "train": ("train", "train_command", "GRPO training from a recipe (TRL GRPOTrainer)"),
     "sft": ("sft", "sft_command", "supervised warm start on the training split (TRL SFTTrainer)"),
-    "demo": ("demo", "demo_command", "embedded default: a few minutes of GRPO on CPU, scores before and after"),
+    "demo": ("demo", "demo_command", "embedded default: SFT then GRPO on CPU in minutes, held-out scores per stage"),
     "predict": ("predict", "predict_command", "generate a submission file (resumable)"),
     "evaluate": ("evaluate", "evaluate_command", "predict + score with breakdowns and a report"),
     "baseline": ("baseline", "baseline_command", "answers without a model, from the nearest training items"),
