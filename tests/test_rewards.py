@@ -208,15 +208,21 @@ SENT_GOLD = '"밥을 먹었다."가 옳다. 이유.'
 
 
 def test_answer_similarity_hand_computed():
-    """Jamo-level ratio of the normalised answer parts ('밥을 먹었다.가 옳다', as official EM compares them): '먹었다' vs
-    '먹엇다' differ in one final jamo (ㅆ vs ㅅ). NFD: 밥을 먹었다. = 3+3+1+3+3+2+1 = 16 jamo, 가 옳다 = 2+1+3+2 = 8, so
-    24 each; difflib's ratio = 2 * 23 / (24 + 24)."""
-    out = call("answer_similarity", ['"밥을 먹었다."가 옳다. 이유.', '"밥을 먹엇다."가 옳다. 이유.', "아무 말", ""],
-               answer=[SENT_GOLD] * 4)
+    """Jamo-level ratio of the normalised answer parts ('밥을 먹었다.가 옳다', as official EM compares them):
+    '먹었다' vs '먹엇다' differ in one final jamo (ㅆ vs ㅅ).
+    NFD: 밥을 먹었다. = 3+3+1+3+3+2+1 = 16 jamo, 가 옳다 = 2+1+3+2 = 8, so 24 each;
+    difflib's ratio = 2 * 23 / (24 + 24)."""
+    out = call(
+        "answer_similarity",
+        ['"밥을 먹었다."가 옳다. 이유.', '"밥을 먹엇다."가 옳다. 이유.', "아무 말", ""],
+        answer=[SENT_GOLD] * 4,
+    )
     assert out[0] == 1.0
     assert out[1] == pytest.approx(2 * 23 / 48)
     assert out[2] == 0.0 and out[3] == 0.0  # no '가 옳다': no answer part
-    near, wild = call("answer_similarity", ['"밥을 먹엇다."가 옳다.', '"국수를 삶는다."가 옳다.'], answer=[SENT_GOLD] * 2)
+    near, wild = call(
+        "answer_similarity", ['"밥을 먹엇다."가 옳다.', '"국수를 삶는다."가 옳다.'], answer=[SENT_GOLD] * 2
+    )
     assert near > wild  # a near miss outranks a wild answer
 
 
