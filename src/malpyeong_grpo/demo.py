@@ -472,12 +472,12 @@ def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument(*flag("output_dir"), default="runs/demo", help="where the outputs go (default runs/demo)")
     p.add_argument("--model", default="embedded", help="model to start from (default: the embedded gemma-3-270m)")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of the whole demo (default 9)")
-    p.add_argument(*flag("sft_share"), type=float, default=0.55, help="SFT's share of the training time (default 0.55)")
+    p.add_argument(*flag("sft_share"), type=float, default=0.8, help="SFT's share of the training time (default 0.8)")
     p.add_argument(
         *flag("max_steps"), type=int, help="cap each training stage at this many steps (default: the recipes')"
     )
-    p.add_argument(*flag("eval_items"), type=int, default=48, help="held-out items (default 48)")
-    p.add_argument(*flag("eval_max_new_tokens"), type=int, default=160, help="answer length limit (default 160)")
+    p.add_argument(*flag("eval_items"), type=int, default=32, help="held-out items (default 32)")
+    p.add_argument(*flag("eval_max_new_tokens"), type=int, default=96, help="answer length limit (default 96)")
     p.add_argument(
         *flag("eval_batch_size"), type=int, default=16, help="generation batch of the evaluations (default 16)"
     )
