@@ -371,14 +371,12 @@ class NamedReward:
         self.func = func
         self.scorer = scorer
         self.__name__ = logged_name(name, scorer)
-        self.group_std = []
+        self.group_std: list[float] = []  # per call: the mean within-group standard deviation (``group_std``)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         values = self.func(prompts, completions, scorer=self.scorer, **columns)
         self.group_std.append(group_std(prompts, values))
         return values
-
-    group_std: list[float]  # per call: the mean within-group standard deviation (see ``group_std``)
 
     def __repr__(self) -> str:
         return f"NamedReward({self.__name__})"
