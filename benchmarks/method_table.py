@@ -58,7 +58,11 @@ ROWS: dict[str, tuple[str, str]] = {  # row -> (name, the command that wrote run
     ),
     "f": (
         "SFT + GRPO with rule context (1 similar shot, 2 retrieved rules), repair",
-        "see README: the method table, row f",
+        "malpyeong-grpo train --config recipes/method/grpo-rag-gemma-270m-cpu.yaml --data_dir ../shared/data "
+        "--model_name_or_path runs/method/sft --output_dir runs/method/grpo-rag && malpyeong-grpo predict --model "
+        f"runs/method/grpo-rag {PRED} --shot_method similar --num_shots 1 --context_k 2 --rules rules.jsonl "
+        "--retrieved retrieved_dev.jsonl --out runs/table/f/predictions.json (rules, labels, retrieval: "
+        "docs/method.md)",
     ),
 }
 METRICS = ("exact_match", "rouge_1", "bertscore", "bleurt", "final")
