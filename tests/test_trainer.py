@@ -150,7 +150,8 @@ def test_completions_end_at_the_markers(tmp_path, marker_model_dir, generation):
     """With stop_at_markers a completion ends at the first '###' (TRL's generate path, or ours with share_prefill);
     without it the same seed samples past the marker."""
     keep = ("stop_at_markers", "share_prefill") if generation == "hook" else ("stop_at_markers",)
-    trainer, reward = build(tmp_path / "on", marker_model_dir, *no_options(*keep))
+    sampling = ("--temperature", "0.9", "--top_p", "0.95")  # this test's sampling, not the demo recipe's
+    trainer, reward = build(tmp_path / "on", marker_model_dir, *no_options(*keep), *sampling)
     marker = trainer.processing_class.convert_tokens_to_ids("###")
     assert trainer.stop_ids == [marker] and marker in trainer.eos_token_ids
     assert trainer.args.generation_kwargs["eos_token_id"][-1] == marker  # through TRL's generation_kwargs
