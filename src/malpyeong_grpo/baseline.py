@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .answer import format_answer, parse_answer
-from .data import DataError, Item, load_items, write_json
+from .data import SPLIT_FILES, DataError, Item, check_outputs, load_items, output_lock, write_json
 from .flags import flag
+from .predict import submission
 from .repair import candidates, source_sentence
 from .shots import ShotSelector
 
@@ -55,13 +56,12 @@ def baseline_command(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.k < 1:
         raise DataError([f"--k must be at least 1, got {args.k}"])
-    if Path(args.train_file).name == "korean_language_rag_V1.0_dev.json":
+    if Path(args.train_file).name == SPLIT_FILES["dev"]:
         raise DataError([f"{args.train_file}: --train_file is the dev split; the baseline never learns from dev"])
-    if Path(args.out).resolve() in {Path(args.data).resolve(), Path(args.train_file).resolve()}:
-        raise DataError([f"{args.out}: --out is an input of this command; choose another file"])
-    items = load_items(args.data)
-    pool = load_items(args.train_file, require_answer=True)
-    answers = nearest_answers(items, pool, args.k)
-    write_json(args.out, [{**it.to_json(), "output": {"answer": a}} for it, a in zip(items, answers, strict=True)])
+    check_outputs([("--data", args.data), ("--train_file", args.train_file)], [("--out", args.out)])
+    with output_lock(args.out):
+        items = load_items(args.data)
+        answers = nearest_answers(items, load_items(args.train_file, require_answer=True), args.k)
+        write_json(args.out, submission(items, answers))
     print(f"wrote {len(answers)} answers to {args.out}")
     return 0

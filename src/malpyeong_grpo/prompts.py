@@ -23,16 +23,23 @@ ANSWER_FORM = '답변 형식: "<올바른 문장>"가 옳다. <이유>'
 STOP_MARKERS = ("\n###", "\n질문:", "\n\n\n", "<end_of_turn>", "<|im_end|>", "<|eot_id|>")
 
 
+def can_show(candidate: Item, item: Item) -> bool:
+    """Whether ``candidate`` may be a demonstration for ``item``: answered, of the same question type, and not the
+    item itself (by id or by question)."""
+    return (
+        bool(candidate.answer)
+        and candidate.question_type == item.question_type
+        and candidate.id != item.id
+        and candidate.question != item.question
+    )
+
+
 def select_shots(item: Item, pool: Sequence[Item], k: int, seed: int = 0) -> list[Item]:
     """k answered examples of the item's question type from ``pool``, never the item itself (by id or question);
     deterministic in (item id, seed), different across items."""
     if k <= 0:
         return []
-    cands = [
-        p
-        for p in pool
-        if p.answer and p.question_type == item.question_type and p.id != item.id and p.question != item.question
-    ]
+    cands = [p for p in pool if can_show(p, item)]
     digest = hashlib.sha256(f"{seed}:{item.id}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big")).sample(cands, min(k, len(cands)))
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .data import Item
-from .prompts import select_shots
+from .prompts import can_show, select_shots
 from .text import search_morphemes
 
 SHOT_METHODS = ("random", "similar")
@@ -42,15 +42,6 @@ def query_tokens(item: Item) -> list[str]:
     return tokens
 
 
-def _eligible(candidate: Item, item: Item) -> bool:
-    """Same question type, and not the item itself (by id or by question)."""
-    return (
-        candidate.question_type == item.question_type
-        and candidate.id != item.id
-        and candidate.question != item.question
-    )
-
-
 class ShotSelector:
     """Chooses k demonstrations for an item from ``pool`` (its answered items, same question type only)."""
 
@@ -78,7 +69,7 @@ class ShotSelector:
 
         scores = np.asarray(self._bm25().get_scores(query_tokens(item)))
         order = np.argsort(-scores, kind="stable")
-        return [(self.pool[i], float(scores[i])) for i in order if _eligible(self.pool[i], item)]
+        return [(self.pool[i], float(scores[i])) for i in order if can_show(self.pool[i], item)]
 
     def select(self, item: Item, k: int) -> list[Item]:
         """k examples for ``item``: random ones (``prompts.select_shots``), or the k most similar with the most
