@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import LenSuite
 
 from malpyeong_grpo import plan, rewards, train
 from malpyeong_grpo.configs import parse_args
@@ -34,19 +35,6 @@ REAL_RUNS = {
     "qwen3-8b-lora.yaml": "Qwen3ForCausalLM",
 }
 SFT_RECIPES = ["sft-midm-2.0-base-lora.yaml", "sft-kanana-1.5-8b-lora.yaml", "sft-qwen3-8b-lora.yaml"]
-
-
-class StandInSuite:
-    """Learned metrics replaced by functions of the reasons' lengths."""
-
-    def rouge1(self, preds, refs):
-        return [min(len(p), 40) / 40 for p in preds]
-
-    def bertscore(self, preds, refs):
-        return [(len(p) % 7) / 7 for p in preds]
-
-    def bleurt(self, preds, refs):
-        return [(len(p) % 5) / 5 for p in preds]
 
 
 def length(prompts, completions, **kwargs):
@@ -176,7 +164,7 @@ def test_one_grpo_step_with_the_recipes_lora_on_its_architecture(recipe, tmp_pat
 
     from malpyeong_grpo.trainer import MalpyeongGRPOConfig
 
-    monkeypatch.setattr(rewards, "get_suite", lambda *a, **k: StandInSuite())
+    monkeypatch.setattr(rewards, "get_suite", lambda *a, **k: LenSuite())
     monkeypatch.setitem(rewards.REWARDS, "length", length)
     path = RECIPES / recipe
     r = plan.read_recipe(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import left_padded_batch
 
 from malpyeong_grpo import speed
 from malpyeong_grpo.prompts import STOP_MARKERS, extract_answer
@@ -18,20 +19,6 @@ def tiny(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model.config.sliding_window = 8  # sliding-window layers see the prompt/completion boundary
     return model
-
-
-def _batch(prompt_len=12, comp_len=7):
-    """Two groups: 4 completions of one prompt (two of them right-padded) and 2 of a left-padded shorter prompt."""
-    g = torch.Generator().manual_seed(0)
-    p1 = torch.randint(3, 300, (1, prompt_len), generator=g).repeat(4, 1)
-    p2 = torch.randint(3, 300, (1, prompt_len), generator=g).repeat(2, 1)
-    p2[:, :3] = 0
-    ids = torch.cat([torch.cat([p1, p2]), torch.randint(3, 300, (6, comp_len), generator=g)], 1)
-    mask = torch.ones_like(ids)
-    mask[4:, :3] = 0
-    mask[1, prompt_len + 4 :] = 0
-    mask[3, prompt_len + 6 :] = 0
-    return ids, mask
 
 
 def _reference(model, ids, mask, comp_len):
@@ -61,7 +48,7 @@ def test_prefix_shared_logps_equal_full_forward(tiny_model_dir, attn, checkpoint
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn)
     model.config.sliding_window = 8
     add_fused_lm_head(model, temperature=0.9, outputs=("log_probs", "entropy"))
-    ids, mask = _batch()
+    ids, mask = left_padded_batch()
     ref_lp, ref_ent, total = _reference(model, ids, mask, 7)
     total.backward()
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}

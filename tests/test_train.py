@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny import LEN_SUITE, LenSuite
 
 from malpyeong_grpo import rewards, train
 from malpyeong_grpo.configs import parse_args
@@ -28,23 +29,6 @@ from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "recipes" / "demo-cpu.yaml")
-
-LEN_SUITE = textwrap.dedent(
-    """
-    class LenSuite:
-        '''Stand-in metrics: functions of the reasons' lengths (different for different completions).'''
-
-        def rouge1(self, preds, refs):
-            return [min(len(p), 40) / 40 for p in preds]
-
-        def bertscore(self, preds, refs):
-            return [(len(p) % 7) / 7 for p in preds]
-
-        def bleurt(self, preds, refs):
-            return [(len(p) % 5) / 5 for p in preds]
-    """
-)
-exec(LEN_SUITE)  # defines LenSuite here too
 
 
 def length(prompts, completions, **kwargs):
@@ -169,7 +153,7 @@ def fake_contexts(args, items, include_gold, pool=()):
 def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    monkeypatch.setattr(rewards, "get_suite", lambda: LenSuite())  # noqa: F821 - defined by exec above
+    monkeypatch.setattr(rewards, "get_suite", lambda scorer=None: LenSuite())
     monkeypatch.setitem(rewards.REWARDS, "length", length)
     monkeypatch.setattr(train, "rule_contexts", fake_contexts)
     rules = tmp_path / "rules.jsonl"
@@ -215,7 +199,7 @@ SCRIPT = LEN_SUITE + textwrap.dedent(
     from malpyeong_grpo.configs import parse_args
     from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
-    rewards.get_suite = lambda: LenSuite()
+    rewards.get_suite = lambda scorer=None: LenSuite()
     rewards.REWARDS["length"] = lambda prompts, completions, **kw: [len(str(c)) / 10 for c in completions]
     rewards.REWARDS["length"].__name__ = "length"  # the same function as the test module's 'length'
     kill_at = int(sys.argv[1])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from tiny import left_padded_batch
 from trl import GRPOTrainer, get_peft_config
 
 from malpyeong_grpo import speed, trl_compat
@@ -169,20 +170,6 @@ def test_completions_end_at_the_markers(tmp_path, marker_model_dir, generation):
 
 
 # ---------------------------------------------------------------- log-probs on a left-padded batch
-
-
-def left_padded_batch(prompt_len: int = 12, comp_len: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two groups: 4 completions of one prompt (two right-padded) and 2 of a shorter, left-padded prompt."""
-    g = torch.Generator().manual_seed(0)
-    p1 = torch.randint(3, 300, (1, prompt_len), generator=g).repeat(4, 1)
-    p2 = torch.randint(3, 300, (1, prompt_len), generator=g).repeat(2, 1)
-    p2[:, :3] = 0
-    ids = torch.cat([torch.cat([p1, p2]), torch.randint(3, 300, (6, comp_len), generator=g)], 1)
-    mask = torch.ones_like(ids)
-    mask[4:, :3] = 0
-    mask[1, prompt_len + 4 :] = 0
-    mask[3, prompt_len + 6 :] = 0
-    return ids, mask
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 _CORPUS = [
@@ -53,3 +54,35 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, chat_template: bool = Fa
     )
     Gemma3ForCausalLM(config).save_pretrained(out)
     return out
+
+
+class LenSuite:
+    """Stand-in metric suite: functions of the reasons' lengths (different for different completions), no encoder."""
+
+    def rouge1(self, preds, refs):
+        return [min(len(p), 40) / 40 for p in preds]
+
+    def bertscore(self, preds, refs):
+        return [(len(p) % 7) / 7 for p in preds]
+
+    def bleurt(self, preds, refs):
+        return [(len(p) % 5) / 5 for p in preds]
+
+
+LEN_SUITE = inspect.getsource(LenSuite)  # the same class for scripts run in a subprocess
+
+
+def left_padded_batch(prompt_len: int = 12, comp_len: int = 7):  # -> tuple[torch.Tensor, torch.Tensor]
+    """Two groups: 4 completions of one prompt (two right-padded) and 2 of a shorter, left-padded prompt."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    p1 = torch.randint(3, 300, (1, prompt_len), generator=g).repeat(4, 1)
+    p2 = torch.randint(3, 300, (1, prompt_len), generator=g).repeat(2, 1)
+    p2[:, :3] = 0
+    ids = torch.cat([torch.cat([p1, p2]), torch.randint(3, 300, (6, comp_len), generator=g)], 1)
+    mask = torch.ones_like(ids)
+    mask[4:, :3] = 0
+    mask[1, prompt_len + 4 :] = 0
+    mask[3, prompt_len + 6 :] = 0
+    return ids, mask
