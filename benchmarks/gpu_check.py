@@ -135,7 +135,7 @@ def run_training(model: str, work: Path, args: argparse.Namespace, cuda: bool) -
 
 
 def run_prediction(trainer: Any, n: int, max_new_tokens: int) -> tuple[list[str], list[dict[str, Any]], dict]:
-    from malpyeong_grpo.predict import generate_answers
+    from malpyeong_grpo.generation import generate_answers
 
     rows = [trainer.train_dataset[i] for i in range(min(n, len(trainer.train_dataset)))]
     model = trainer.model

@@ -160,13 +160,13 @@ def heldout_reward(trainer, script, n: int) -> dict:
     """Greedy completions of the trained policy for the first ``n`` prompts of the training split's hold-out
     (the same decoding for every set-up: the float32 policy itself, up to the completion length, stopping at the
     few-shot markers) and their weighted reward, the training objective."""
-    from malpyeong_grpo import predict, rewards, train
+    from malpyeong_grpo import generation, rewards, train
 
     tok = trainer.processing_class
     _, val, _ = train.build_datasets(script, tok)
     rows = val.select(range(min(n, len(val))))
     model = trainer.accelerator.unwrap_model(trainer.model)  # the float32 policy (not a bf16 sampling copy)
-    texts = predict.generate_answers(
+    texts = generation.generate_answers(
         model, tok, rows["prompt"], max_new_tokens=trainer.args.max_completion_length, batch_size=4, progress=False
     )
     extra = {c: rows[c] for c in rows.column_names if c != "prompt"}

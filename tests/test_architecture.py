@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"data", "text", "answer", "prompts", "models", "lm", "shots", "repair", "rules", "flags", "tables"}),
     ("scoring", {"encoders", "metrics"}),
     ("rag", {"retrieval", "contexts", "labels"}),
-    ("inference", {"predict", "baseline"}),
+    ("inference", {"generation", "predict_options", "predict", "baseline"}),
     (
         "training",
         {"rewards", "configs", "trl_compat", "speed", "profiler", "trainer", "selection", "train", "sft", "plan"},

@@ -48,3 +48,21 @@ def test_command_writes_a_submission_and_checks_its_options(tmp_path):
         baseline_command(["--data", str(data), "--train_file", str(data), "--out", str(out), "--k", "0"])
     with pytest.raises(DataError, match="input"):
         baseline_command(["--data", str(data), "--train_file", str(data), "--out", str(data)])
+
+
+def test_dev_split_is_refused_as_the_training_pool(tmp_path):
+    """The one dev refusal (data.dev_split_problem), as predict's shots and train's train_file refuse it."""
+    from malpyeong_grpo.data import SPLIT_FILES, dev_split_problem
+
+    dev = tmp_path / SPLIT_FILES["dev"]
+    dev.write_text(json.dumps([it.to_json() for it in POOL], ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out.json"
+    with pytest.raises(DataError) as e:
+        baseline_command(["--data", str(dev), "--train_file", str(dev), "--out", str(out)])
+    assert e.value.problems == [
+        f"{dev}: --train_file is the dev split (the evaluation split); the baseline never learns from dev"
+    ]
+    assert not out.exists()
+    assert dev_split_problem(tmp_path / SPLIT_FILES["train"], "x", "y") is None
+    assert dev_split_problem(None, "x", "y") is None
+    assert dev_split_problem(f"a/{SPLIT_FILES['dev']}", "x", "y") == "x is the dev split (the evaluation split); y"

@@ -52,9 +52,9 @@ def test_chat_is_the_old_spelling_of_prompt_format(chat: str, prompt_format: str
 
 
 def test_the_cache_key_of_prompt_format_is_the_old_chat_key() -> None:
-    from malpyeong_grpo.predict import generation_settings
+    from malpyeong_grpo.predict_options import PredictOptions, generation_settings
 
-    args = _predict_parser().parse_args(["--prompt_format", "text", "--model", "embedded"])
+    args = PredictOptions.from_args(_predict_parser().parse_args(["--prompt_format", "text", "--model", "embedded"]))
     assert generation_settings(args)["chat"] == "no" and "prompt_format" not in generation_settings(args)
 
 

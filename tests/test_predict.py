@@ -16,8 +16,8 @@ from malpyeong_grpo import predict as predict_mod
 from malpyeong_grpo.answer import parse_answer
 from malpyeong_grpo.cli import main as cli_main
 from malpyeong_grpo.data import DataError, load_items, read_jsonl, split_path
+from malpyeong_grpo.generation import _stop_criteria, candidate_logprobs, generate_answers
 from malpyeong_grpo.models import load_model, load_tokenizer
-from malpyeong_grpo.predict import _stop_criteria, generate_answers
 from malpyeong_grpo.repair import candidates
 
 
@@ -64,7 +64,6 @@ def test_candidate_logprobs_match_a_single_unpadded_forward(tiny):
     import torch
 
     from malpyeong_grpo.answer import format_answer
-    from malpyeong_grpo.predict import candidate_logprobs
 
     prompts = ["질문: 선택형 답변:", "다음 문장에서 어문 규범에 부합하지 않는 부분을 찾아 고치고 답변:"]
     cands = [["우동이 불을 것", "우동이 불 것"], ["규정 조항"]]
@@ -283,7 +282,7 @@ def test_chat_models_get_their_template(tmp_path, data_dir):
     assert isinstance(prompt, list) and render(prompt, tok).endswith("<assistant>")
     (text,) = generate_answers(model, tok, [prompt], max_new_tokens=4, progress=False)
     assert isinstance(text, str)
-    lps = predict_mod.candidate_logprobs(model, tok, [prompt], [["가", "나"]])
+    lps = candidate_logprobs(model, tok, [prompt], [["가", "나"]])
     assert set(lps[0]) == {"가", "나"} and all(v < 0 for v in lps[0].values())
 
 
@@ -317,3 +316,66 @@ def test_beam_search_and_sampling(tiny, kwargs):
     if "num_beams" in kwargs:  # deterministic: the order is restored as for greedy decoding
         single = [generate_answers(model, tok, [p], max_new_tokens=5, progress=False, **kwargs)[0] for p in PROMPTS]
         assert out == single
+
+
+# --- the options -------------------------------------------------------------------------------------------------
+
+
+def _options_parser():
+    import argparse
+
+    from malpyeong_grpo.predict_options import add_predict_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data")
+    add_predict_args(parser)
+    return parser
+
+
+def test_options_defaults_are_the_command_lines_and_unknown_attributes_are_ignored():
+    from malpyeong_grpo.predict_options import PredictOptions
+
+    parsed = _options_parser().parse_args(["--data", "x.json"])
+    assert PredictOptions.from_args(parsed) == PredictOptions()
+    opts = PredictOptions.from_args(
+        _options_parser().parse_args(["--num-shots", "0", "--top_p", "0.5", "--no_stop_at_newline", "--chat", "no"])
+    )
+    assert (opts.num_shots, opts.top_p, opts.prompt_format, opts.chat) == (0, 0.5, "text", False)
+    assert "\n" not in opts.stop_markers and "\n" in PredictOptions().stop_markers
+    assert PredictOptions().chat is None and PredictOptions(prompt_format="chat").chat is True
+
+
+def test_options_are_frozen_and_validated_on_construction(tmp_path):
+    import dataclasses
+
+    from malpyeong_grpo.predict_options import PredictOptions
+
+    opts = PredictOptions(train_file=tmp_path / "train.json")
+    assert opts.train_file == str(tmp_path / "train.json")  # a Path is kept as its string (the cache key is JSON)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.num_shots = 3  # type: ignore[misc]
+    with pytest.raises(DataError) as e:
+        PredictOptions(batch_size=0, top_p=0, context_k=2, sample=True, num_beams=2, choice="best")
+    assert e.value.problems == [
+        "--batch_size must be at least 1, got 0",
+        "--context_k needs --rules (rules.jsonl from 'malpyeong-grpo rules', or the reference .docx)",
+        "--sample and --num_beams > 1 cannot be combined",
+        "--top_p must be in (0, 1], got 0",
+        "--choice must be one of hybrid, snap, logprob, got 'best'",
+    ]
+    with pytest.raises(DataError, match="not a peft adapter folder"):
+        dataclasses.replace(opts, adapter=str(tmp_path))
+
+
+def test_predict_items_takes_options_built_without_a_command_line(tiny_model_dir, data_dir, tmp_path):
+    """The library path (as the demo uses it): options built directly, the cache beside any file."""
+    from malpyeong_grpo.predict_options import PredictOptions, generation_settings
+
+    data = split_path("test", data_dir)
+    items = load_items(data)[:2]
+    opts = PredictOptions(model=str(tiny_model_dir), num_shots=0, max_new_tokens=3, choice="snap", quiet=True)
+    pred = predict_mod.predict_items(opts, data, items, tmp_path / "c.jsonl")
+    assert pred.generated == 2 and [it.id for it in pred.items] == [it.id for it in items]
+    assert read_jsonl(tmp_path / "c.jsonl")[0]["settings"] == generation_settings(opts)
+    again = predict_mod.predict_items(opts, data, items, tmp_path / "c.jsonl")
+    assert again.generated == 0 and again.raw == pred.raw

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 from .answer import format_answer, parse_answer
-from .data import SPLIT_FILES, DataError, Item, check_outputs, load_items, output_lock, write_json
+from .data import DataError, Item, check_outputs, dev_split_problem, load_items, output_lock, write_json
 from .flags import flag
 from .predict import submission
 from .repair import candidates, source_sentence
@@ -56,8 +55,9 @@ def baseline_command(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.k < 1:
         raise DataError([f"--k must be at least 1, got {args.k}"])
-    if Path(args.train_file).name == SPLIT_FILES["dev"]:
-        raise DataError([f"{args.train_file}: --train_file is the dev split; the baseline never learns from dev"])
+    dev = dev_split_problem(args.train_file, f"{args.train_file}: --train_file", "the baseline never learns from dev")
+    if dev:
+        raise DataError([dev])
     check_outputs([("--data", args.data), ("--train_file", args.train_file)], [("--out", args.out)])
     with output_lock(args.out):
         items = load_items(args.data)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import SPLIT_FILES, DataError, read_jsonl
+from .data import DataError, dev_split_problem, read_jsonl
 from .flags import DEFAULT_RETRIEVAL, PROMPT_FORMATS, RETRIEVAL_METHODS
 
 DEFAULT_REWARDS = ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
@@ -147,11 +147,11 @@ class ScriptArguments:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 problems.append(f"{where}: {name} {value}: file not found")
-        if self.train_file and Path(self.train_file).name == SPLIT_FILES["dev"] and not self.allow_dev_training:
-            problems.append(
-                f"{where}: train_file {self.train_file} is the dev split (the evaluation split); "
-                "set allow_dev_training to train on it anyway"
-            )
+        dev = dev_split_problem(
+            self.train_file, f"{where}: train_file {self.train_file}", "set allow_dev_training to train on it anyway"
+        )
+        if dev and not self.allow_dev_training:
+            problems.append(dev)
         if self.data_dir and not Path(self.data_dir).is_dir():
             problems.append(f"{where}: data_dir {self.data_dir}: folder not found")
         if problems:

@@ -301,6 +301,15 @@ def split_path(name: str, data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / SPLIT_FILES[name]
 
 
+def dev_split_problem(path: str | os.PathLike[str] | None, subject: str, consequence: str) -> str | None:
+    """The one refusal of the dev split (the evaluation split) where items are learnt from (training data, few-shot
+    examples, the baseline's neighbours): ``"<subject> is the dev split (the evaluation split); <consequence>"`` when
+    ``path`` names the official dev file, else None."""
+    if path is None or Path(path).name != SPLIT_FILES["dev"]:
+        return None
+    return f"{subject} is the dev split (the evaluation split); {consequence}"
+
+
 def default_data_dir() -> Path | None:
     """``$MALPYEONG_DATA_DIR`` or ``../shared/data`` when it holds the official files, else None."""
     for cand in (os.environ.get("MALPYEONG_DATA_DIR"), "../shared/data"):

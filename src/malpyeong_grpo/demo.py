@@ -222,17 +222,21 @@ def quiet_trainer() -> Iterator[None]:
 def predict_args(model: str, heldout_file: Path, train_file: Path, script_args: Any, opts: argparse.Namespace) -> Any:
     """``predict``'s options for one evaluation: greedy, repair on (hybrid), the training recipes' prompts (shots
     and their method) from the training part, a fresh cache."""
-    from .predict import add_predict_args
+    from .predict_options import PredictOptions
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data")
-    add_predict_args(parser)
-    argv = ["--data", str(heldout_file), "--model", model, "--train_file", str(train_file)]
-    argv += ["--num_shots", str(script_args.num_shots), "--shot_method", script_args.shot_method]
-    argv += ["--seed", str(script_args.shot_seed), "--max_new_tokens", str(opts.eval_max_new_tokens)]
-    argv += ["--batch_size", str(opts.eval_batch_size), "--dtype", opts.eval_dtype, "--backend", "transformers"]
-    argv += ["--prompt_format", script_args.prompt_format, "--restart"]
-    return parser.parse_args(argv)
+    return PredictOptions(
+        model=model,
+        train_file=str(train_file),
+        num_shots=script_args.num_shots,
+        shot_method=script_args.shot_method,
+        seed=script_args.shot_seed,
+        max_new_tokens=opts.eval_max_new_tokens,
+        batch_size=opts.eval_batch_size,
+        dtype=opts.eval_dtype,
+        backend="transformers",
+        prompt_format=script_args.prompt_format,
+        restart=True,
+    )
 
 
 def evaluate_model(

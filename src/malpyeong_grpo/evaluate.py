@@ -19,7 +19,6 @@ from .data import (
     Item,
     atomic_write_text,
     check_outputs,
-    load_items,
     lock_path,
     output_lock,
     read_json_file,
@@ -27,17 +26,8 @@ from .data import (
 )
 from .flags import flag
 from .metrics import STANDIN_NAMES, metric_name
-from .predict import (
-    Predictions,
-    _check_args,
-    add_predict_args,
-    generation_settings,
-    input_paths,
-    model_name,
-    predict_items,
-    submission,
-    summary_lines,
-)
+from .predict import Predictions, input_paths, predict_items, read_items, submission, summary_lines
+from .predict_options import PredictOptions, add_predict_args, generation_settings
 from .repair import CHOICE_MODES, REPAIR_KINDS, repair_answer
 from .tables import markdown_table
 
@@ -190,12 +180,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text.rstrip("/")).name).strip("-") or "model"
 
 
-def run_name(args: argparse.Namespace) -> str:
-    """A run's folder name: model (+ adapter) and a digest of the options that change the predictions."""
-    key = {**generation_settings(args), "data": str(args.data), "limit": args.limit}
-    key.update(no_repair=args.no_repair, choice=args.choice)
+def run_name(opts: PredictOptions, data: str | Path) -> str:
+    """A run's folder name: model (+ adapter) and a digest of the options that change the predictions of ``data``."""
+    key = {**generation_settings(opts), "data": str(data), "limit": opts.limit}
+    key.update(no_repair=opts.no_repair, choice=opts.choice)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    name = _slug(model_name(args)) + (f"+{_slug(args.adapter)}" if args.adapter else "")
+    name = _slug(opts.model_name) + (f"+{_slug(opts.adapter)}" if opts.adapter else "")
     return f"{name}-{digest}"
 
 
@@ -408,34 +398,34 @@ def evaluate_command(argv: list[str]) -> int:
     s.add_argument("--device", help="device of the scoring encoders (default: the scorer's choice)")
     add_predict_args(parser)
     args = parser.parse_args(argv)
-    _check_args(args)
+    opts = PredictOptions.from_args(args)
     if args.worst < 0:
         raise DataError([f"--worst must not be negative, got {args.worst}"])
     out_dir = Path(args.out_dir)
-    name = args.run_name or run_name(args)
+    name = args.run_name or run_name(opts, args.data)
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
         raise DataError([f"--run_name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
     files = ("predictions.json", "predictions.cache.jsonl", RESULT)
     outputs = [(f"output {f}", out_dir / name / f) for f in files]
     outputs += [(f"output {f}", out_dir / f) for f in ("report.md", "report.json", "metrics.png")]
     outputs += [("its lock", lock_path(out_dir))]
-    check_outputs([*input_paths(args), ("--labels", args.labels)], outputs, [("--out_dir", out_dir)])
+    check_outputs([*input_paths(opts, args.data), ("--labels", args.labels)], outputs, [("--out_dir", out_dir)])
     with output_lock(out_dir):  # a second evaluate into the same folder stops here
-        return _evaluate(args, argv)
+        return _evaluate(args, opts, argv)
 
 
-def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
-    """The evaluation itself, under the output folder's lock."""
+def _evaluate(args: argparse.Namespace, opts: PredictOptions, argv: list[str]) -> int:
+    """The evaluation itself, under the output folder's lock: ``args`` holds evaluate's own options (data, output
+    folder, labels, scoring), ``opts`` those of the predictions."""
     data_path = Path(args.data)
-    items = load_items(data_path, require_answer=True, max_chars=args.max_chars)
-    items = items[: args.limit] if args.limit else items
-    categories = item_categories(items, args.rules, args.labels)  # checked before any generation
+    items = read_items(opts, data_path, require_answer=True)
+    categories = item_categories(items, opts.rules, args.labels)  # checked before any generation
     out_dir = Path(args.out_dir)
-    name = args.run_name or run_name(args)
+    name = args.run_name or run_name(opts, args.data)
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
         raise DataError([f"--run_name {name!r}: use letters, digits, '.', '_', '+' and '-' only"])
     run_dir = out_dir / name
-    pred = predict_items(args, data_path, items, run_dir / "predictions.cache.jsonl")
+    pred = predict_items(opts, data_path, items, run_dir / "predictions.cache.jsonl")
     write_json(run_dir / "predictions.json", submission(items, pred.answers))
     encoders = {"bertscore_model": args.bertscore_model, "bleurt_model": args.bleurt_model, "device": args.device}
     scored = score_predictions(pred, args.em_only, encoders)
@@ -447,7 +437,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         "command": "malpyeong-grpo evaluate " + " ".join(argv),
         "settings": {
             **{k: v for k, v in vars(args).items() if k not in ("out_dir", "run_name", "quiet", "restart")},
-            "model": model_name(args),
+            "model": opts.model_name,
         },
         "repaired": pred.repaired,
         "generated": pred.generated,

@@ -73,7 +73,7 @@ def _generate_cached(
     a prompt generate again."""
     import hashlib
 
-    from .predict import generate_answers
+    from .generation import generate_answers
 
     digests = {
         it.id: hashlib.sha256(json.dumps(p, ensure_ascii=False).encode()).hexdigest()

@@ -43,7 +43,7 @@ class TaskMetricEvalMixin:
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
-        from .predict import generate_answers
+        from .generation import generate_answers
 
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
