@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from malpyeong_grpo.data import default_data_dir, load_items, split_path, write_json  # noqa: E402
 from malpyeong_grpo.labels import lexical_labels  # noqa: E402
-from malpyeong_grpo.retrieval import example_passages, retrieve  # noqa: E402
+from malpyeong_grpo.retrieval import retrieve  # noqa: E402
 from malpyeong_grpo.retrieval_report import retrieval_metrics  # noqa: E402
+from malpyeong_grpo.retrievers import example_passages  # noqa: E402
 from malpyeong_grpo.rules import load_rules  # noqa: E402
 
 KS = (1, 5, 10, 30)

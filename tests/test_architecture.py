@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"data", "text", "answer", "prompts", "models", "lm", "shots", "repair", "rules", "flags", "tables"}),
     ("scoring", {"encoders", "metrics"}),
-    ("rag", {"retrieval", "contexts", "labels"}),
+    ("rag", {"query", "retrievers", "learned", "retrieval", "contexts", "labels"}),
     ("inference", {"generation", "predict_options", "predict", "baseline"}),
     (
         "training",

@@ -18,22 +18,30 @@ from malpyeong_grpo.labels import (
     lexical_labels,
     ppl_labels,
     quoted_terms,
-    rouge1_f,
 )
+from malpyeong_grpo.metrics import morphs, rouge1_f, unigram_f
 from malpyeong_grpo.retrieval_report import retrieval_metrics
 from malpyeong_grpo.rules import Rule, load_labels, parse_docx
 
 
-def test_rouge1_f():
-    assert rouge1_f(["a", "b"], ["a", "b"]) == 1.0
-    assert rouge1_f(["a", "a", "b"], ["a", "c"]) == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
-    assert rouge1_f([], ["a"]) == 0.0
+def test_unigram_f():
+    assert unigram_f(["a", "b"], ["a", "b"]) == 1.0
+    assert unigram_f(["a", "a", "b"], ["a", "c"]) == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert unigram_f([], ["a"]) == 0.0 and unigram_f(["a"], []) == 0.0 and unigram_f(["b"], ["a"]) == 0.0
 
 
-def test_rouge1_f_weighted():
+def test_unigram_f_weighted():
     w = {"a": 2.0, "b": 1.0}
-    assert rouge1_f(["a", "b"], ["a", "c"], w, default=1.0) == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
-    assert rouge1_f(["a"], ["a", "b"], w) == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+    assert unigram_f(["a", "b"], ["a", "c"], w, default=1.0) == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+    assert unigram_f(["a"], ["a", "b"], w) == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+    assert unigram_f(["a", "z"], ["a"], w, default=0.5) == pytest.approx(2 * 0.8 * 1 / 1.8)  # 'z' weighs 0.5
+
+
+def test_the_lexical_labeller_and_the_official_metric_share_one_rouge():
+    """The labeller's weighted ROUGE-1 with every weight equal is the official ROUGE-1 on the official tokens."""
+    pred, gold = "의존 명사는 띄어 쓴다.", "의존 명사 '것'은 앞말과 띄어 쓴다."
+    ones = {t: 1.0 for t in morphs(pred) + morphs(gold)}
+    assert unigram_f(morphs(pred), morphs(gold), ones) == rouge1_f(pred, gold) > 0
 
 
 def test_lexical_labels_agree_with_hand_labels(data_dir):

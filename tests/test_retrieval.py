@@ -10,20 +10,18 @@ import pytest
 from malpyeong_grpo.cli import main
 from malpyeong_grpo.contexts import build_contexts
 from malpyeong_grpo.data import DataError, Item, write_items
-from malpyeong_grpo.retrieval import (
-    SPACING_HINT,
+from malpyeong_grpo.learned import LearnedRetriever
+from malpyeong_grpo.query import SPACING_HINT, build_query, query_parts
+from malpyeong_grpo.retrieval import make_retriever, retrieve
+from malpyeong_grpo.retrievers import (
     BM25Retriever,
     DenseRetriever,
     HybridRetriever,
-    LearnedRetriever,
     Passage,
-    build_query,
     example_passages,
-    make_retriever,
-    query_parts,
-    retrieve,
+    rule_passages,
 )
-from malpyeong_grpo.rules import Rule, write_rules
+from malpyeong_grpo.rules import Rule, rule_segments, write_rules
 
 
 def _rule(rid: str, text: str, category: str = "테스트") -> Rule:
@@ -62,6 +60,14 @@ def test_query_keeps_content_and_drops_boilerplate():
     p = query_parts(dash)
     assert p.sentences == ["저장할까요? 또는 취소할까요?"]
     assert p.instruction == "문장 부호를 추가" and p.marks == ["물음표"]
+
+
+def test_rule_passages_are_the_rule_segments_plus_title_and_whole_text():
+    rule = _rule("R", "첫째 규정.\n- 예1\n- 예2\n둘째 규정.")
+    assert rule_segments(rule) == ["첫째 규정.", "둘째 규정.", "첫째 규정. 예1 예2"]
+    texts = [p.text for p in rule_passages([rule])]
+    assert texts == [f"R\n{t}" for t in ["R 첫째 규정.", *rule_segments(rule), rule.text]]
+    assert {p.doc_id for p in rule_passages([rule])} == {"R"}
 
 
 def test_bm25_finds_known_rules():

@@ -10,7 +10,7 @@ import pytest
 
 from malpyeong_grpo.cli import main
 from malpyeong_grpo.data import DataError
-from malpyeong_grpo.rules import Rule, format_rule, load_rules, parse_docx, write_rules
+from malpyeong_grpo.rules import Rule, format_rule, load_rules, parse_docx, rule_segments, write_rules
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,22 @@ def test_format_rule_cuts_examples_first(rules):
     short = format_rule(r, max_chars=200)
     assert len(short) <= 200 and short.endswith("…") and "거든-그리다" not in short
     assert len(format_rule(r, max_chars=20)) <= 20
+
+
+def test_rule_segments_join_each_statement_with_its_examples():
+    text = "조사는 붙여 쓴다.\n- 꽃이\n- 꽃마저\n다만, 예외가 있다.\n조사는 붙여 쓴다."
+    r = Rule("R", "테스트", "규정", "제1항", "조사", text, ["꽃이", "꽃마저"], ["다만, 예외가 있다."])
+    # statement lines first (the repeated one once), then each statement with its example lines
+    assert rule_segments(r) == ["조사는 붙여 쓴다.", "다만, 예외가 있다.", "조사는 붙여 쓴다. 꽃이 꽃마저"]
+    lead = Rule("L", "테스트", "규정", "제2항", "예", "- 앞선 예\n규정.", ["앞선 예"], [])
+    assert rule_segments(lead) == ["규정.", "- 앞선 예"]  # an example line with no statement before it stands alone
+
+
+def test_rule_segments_of_the_reference_document(rules):
+    for r in rules:
+        segs = rule_segments(r)
+        assert segs and len(segs) == len(set(segs)) and set(r.statements) <= set(segs)
+        assert all(ex in " ".join(segs) for ex in r.examples)
 
 
 def test_damaged_and_foreign_docx(tmp_path, capsys):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DataError, Item
-from .retrieval import example_passages, load_retrieved, retrieve
+from .retrieval import load_retrieved, retrieve
+from .retrievers import example_passages
 from .rules import format_rule, load_labels, load_rules
 
 

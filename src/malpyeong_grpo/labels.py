@@ -18,7 +18,7 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from .data import (
     write_jsonl,
 )
 from .flags import flag
-from .rules import Rule, format_rule, load_rules
+from .metrics import unigram_f
+from .rules import Rule, format_rule, load_rules, rule_segments
 from .text import mecab
 
 LABEL_METHODS = ("ppl", "lexical")
@@ -49,35 +50,6 @@ _CONTENT_TAGS = ("NN", "NR", "NP", "VV", "VA", "VX", "MA", "MM", "XR", "XSN", "X
 def content_morphemes(text: str) -> list[str]:
     """Mecab content morphemes of a text (particles, endings and punctuation dropped)."""
     return [form for form, tag in mecab().pos(text) if tag.split("+")[0].startswith(_CONTENT_TAGS)]
-
-
-def rouge1_f(
-    candidate: Sequence[str], reference: Sequence[str], weights: Mapping[str, float] | None = None, default: float = 1.0
-) -> float:
-    """ROUGE-1 F1 of two token sequences (clipped unigram overlap); with ``weights``, each token counts its weight
-    (``default`` for a token not in it) in the overlap, the precision and the recall."""
-    cand, ref = Counter(candidate), Counter(reference)
-
-    def w(t: str) -> float:
-        return default if weights is None else weights.get(t, default)
-
-    overlap = sum(min(n, ref[t]) * w(t) for t, n in cand.items())
-    if not overlap:
-        return 0.0
-    p = overlap / sum(n * w(t) for t, n in cand.items())
-    r = overlap / sum(n * w(t) for t, n in ref.items())
-    return 2 * p * r / (p + r)
-
-
-def rule_segments(rule: Rule) -> list[str]:
-    """The passages a reason is compared with: each statement line, and each statement with its example lines."""
-    units: list[str] = []
-    for line in rule.text.splitlines():
-        if line.startswith("- ") and units:
-            units[-1] += " " + line[2:]
-        else:
-            units.append(line)
-    return list(dict.fromkeys(rule.statements + units))
 
 
 _QUOTED = re.compile(r"['‘’\"“”]([^'‘’\"“”]{1,30})['‘’\"“”]")
@@ -130,7 +102,7 @@ class LexicalScorer:
         quoted, symbols = quoted_terms(reason), bracket_terms(reason)
         out = []
         for rule, segs, text in zip(self.rules, self.segments, self.texts, strict=True):
-            score = max((rouge1_f(toks, s, self.idf, self.idf_unseen) for s in segs if s), default=0.0)
+            score = max((unigram_f(toks, s, self.idf, self.idf_unseen) for s in segs if s), default=0.0)
             if quoted:
                 score += QUOTED_WEIGHT * (sum(q in text for q in quoted) / len(quoted))
             if symbols:

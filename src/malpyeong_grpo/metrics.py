@@ -59,16 +59,33 @@ def morphs(text: str) -> list[str]:
     return list(_rouge_tokens(text))
 
 
-def rouge1_f(pred_reason: str, gold_reason: str) -> float:
-    """Per-item ROUGE-1 F as py-rouge computes it (clipped unigram counts, alpha 0.5; 0 when a side is empty)."""
-    hyp, ref = _rouge_tokens(pred_reason), _rouge_tokens(gold_reason)
-    hyp_counts, ref_counts = Counter(hyp), Counter(ref)
-    overlap = sum(min(hyp_counts[g], ref_counts[g]) for g in set(hyp_counts) & set(ref_counts))
-    precision = 0.0 if len(hyp) == 0 else overlap / len(hyp)
-    recall = 0.0 if len(ref) == 0 else overlap / len(ref)
-    if recall == 0.0 or precision == 0.0:
+def unigram_f(
+    candidate: Sequence[str],
+    reference: Sequence[str],
+    weights: Mapping[str, float] | None = None,
+    default: float = 1.0,
+    alpha: float = ROUGE_ALPHA,
+) -> float:
+    """The one ROUGE-1 F of two token sequences: clipped unigram overlap, P = overlap / candidate tokens, R = overlap
+    / reference tokens, F = P R / ((1 - alpha) P + alpha R); 0 when nothing overlaps (or a side is empty). With
+    ``weights`` each token counts its weight (``default`` for a token not in it) in the overlap and both totals."""
+    cand, ref = Counter(candidate), Counter(reference)
+
+    def w(t: str) -> float:
+        return 1 if weights is None else weights.get(t, default)
+
+    overlap = sum(min(n, ref[t]) * w(t) for t, n in cand.items() if t in ref)
+    if not overlap:
         return 0.0
-    return precision * recall / ((1 - ROUGE_ALPHA) * precision + ROUGE_ALPHA * recall)
+    precision = overlap / sum(n * w(t) for t, n in cand.items())
+    recall = overlap / sum(n * w(t) for t, n in ref.items())
+    return precision * recall / ((1 - alpha) * precision + alpha * recall)
+
+
+def rouge1_f(pred_reason: str, gold_reason: str) -> float:
+    """Per-item ROUGE-1 F as py-rouge computes it (clipped unigram counts, alpha 0.5; 0 when a side is empty) on the
+    official tokens (``morphs``): ``unigram_f`` of the two."""
+    return unigram_f(_rouge_tokens(pred_reason), _rouge_tokens(gold_reason))
 
 
 # ------------------------------------------------------------------ encoders and the suite

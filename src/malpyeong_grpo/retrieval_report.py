@@ -206,7 +206,8 @@ def _report(args: argparse.Namespace, argv: list[str], data_dir: Path, methods: 
     import platform
 
     from .data import split_path, write_json
-    from .retrieval import default_embed, example_passages, retrieve
+    from .retrieval import retrieve
+    from .retrievers import default_embed, example_passages
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,19 @@ class Rule:
         return [line for line in self.text.splitlines() if not line.startswith("- ")]
 
 
+def rule_segments(rule: Rule) -> list[str]:
+    """The rule's text cut into segments, the one segmentation of rule text (retrieval passages, lexical labels):
+    each statement line, then each statement with its example lines ('- ' lines, dash dropped) joined on, distinct,
+    in that order."""
+    units: list[str] = []
+    for line in rule.text.splitlines():
+        if line.startswith("- ") and units:
+            units[-1] += " " + line[2:]
+        else:
+            units.append(line)
+    return list(dict.fromkeys(rule.statements + units))
+
+
 def _clean(line: str) -> str:
     # the document carries CSV-style doubled quotes (""...""); one quote is meant
     return re.sub(r"\s+", " ", line.replace('""', '"')).strip()
