@@ -1,13 +1,14 @@
-"""Gold-context labels (which rule an answered item rests on) and the retrieval report.
+"""Gold-context labels: which rule an answered item rests on (the retrieval report is retrieval_report.py).
 
 * PPL-based, the method of this project: for each answered item, each candidate rule is scored by how much it
   lowers the model's perplexity of the gold answer, PPL(answer | question, rule) against PPL(answer | question),
   with teacher-forced log-probs of the answer tokens only; the rule with the largest drop is the label. Rows are
   appended to a JSONL cache as they are computed, so an interrupted run resumes where it stopped.
-* Lexical, cheap and model-free: each rule scores the best IDF-weighted ROUGE-1 F between the gold reason and one
-  of the rule's passages (a statement line, or a statement with its examples), over Mecab content morphemes, plus
-  0.3 x the share of the terms quoted in the reason that the rule contains and 0.3 x the share of the reason's
-  bracketed phonetic symbols ([ə]) that the rule names; the best-scoring rule is the label.
+* Lexical, cheap and model-free: each rule scores the best IDF-weighted ROUGE-1 F (``metrics.unigram_f``) between
+  the gold reason and one of the rule's segments (``rules.rule_segments``: a statement line, or a statement with its
+  examples), over Mecab content morphemes, plus 0.3 x the share of the terms quoted in the reason that the rule
+  contains and 0.3 x the share of the reason's bracketed phonetic symbols ([ə]) that the rule names; the
+  best-scoring rule is the label.
 """
 
 from __future__ import annotations
