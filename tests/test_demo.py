@@ -39,6 +39,24 @@ def test_stage_arguments_set_only_data_output_seed_and_stop(tmp_path):
     assert demo.stage_argv(Path("r.yaml"), "m", tmp_path, tmp_path, 0, 5)[-2:] == ["--max_steps", "5"]
 
 
+def test_precision_reaches_sft_only_and_auto_follows_the_hardware(tmp_path, monkeypatch):
+    import torch
+
+    from malpyeong_grpo import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert demo.precision_argv("float32") == []
+    assert demo.precision_argv("bfloat16") == ["--bf16", "true", "--use_cpu", "true"]
+    argv = demo.stage_argv(Path("r.yaml"), "m", tmp_path, tmp_path, 0, None, "bfloat16")
+    assert argv[argv.index("--bf16") + 1] == "true"
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(models, "native_bf16", lambda native=native: native)
+        opts, _ = demo.parse_demo_args([])
+        assert opts.precision == opts.eval_dtype == expected
+    opts, _ = demo.parse_demo_args(["--eval-dtype", "float32"])  # the old spelling
+    assert opts.precision == "float32"
+
+
 def test_holdout_comes_from_training_data_never_dev(data_dir):
     train, held, info = demo.demo_data(str(data_dir), 48, seed=0)
     official = load_items(split_path("train", data_dir), require_answer=True)
@@ -153,7 +171,8 @@ def test_learning_curve_png(tmp_path):
 def test_demo_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["--model", str(tiny_model_dir), "--output-dir", str(out), "--minutes", "60", "--max-steps", "2"]
-    argv += ["--eval-items", "4", "--eval-max-new-tokens", "8", "--eval-batch-size", "4", "--eval-dtype", "float32"]
+    # bfloat16: SFT under bf16 autocast, then GRPO in float32 in the same process (accelerate's state is reset)
+    argv += ["--eval-items", "4", "--eval-max-new-tokens", "8", "--eval-batch-size", "4", "--precision", "bfloat16"]
     argv += ["--", "--max_completion_length", "8"]
     assert demo.demo_command(argv) == 0
     printed = capsys.readouterr().out
@@ -171,6 +190,7 @@ def test_demo_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert set(result["changes"]) == {"sft-before", "grpo-sft", "grpo-before"}
     assert all(len(c["ci95"]) == 2 and c["verdict"] for c in result["changes"].values())
     assert result["timings"]["sft_steps"] == 2 and result["timings"]["grpo_steps"] == 2
+    assert 0 < result["timings"]["sft_peak_rss_gb"] <= result["timings"]["grpo_peak_rss_gb"] <= result["peak_rss_gb"]
     assert result["grpo_rewards_optimised"] == ["format", "exact_match", "answer_similarity", "choice", "rouge_1"]
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "(EM + ROUGE-1)/2" in (out / "metrics.txt").read_text(encoding="utf-8")

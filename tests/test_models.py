@@ -54,3 +54,15 @@ def test_embedded_model_is_a_converted_checkpoint():
     assert tok.decode(tok('"우동이 불을 것 같다."가 옳다.', add_special_tokens=False).input_ids) == (
         '"우동이 불을 것 같다."가 옳다.'
     )
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    import torch
+
+    from malpyeong_grpo.models import native_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for amx, avx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx: avx, raising=False)
+        assert native_bf16() is (amx or avx)

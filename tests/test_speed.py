@@ -122,6 +122,26 @@ def test_bf16_generator_copies_trainable_weights(tiny):
         assert copied == p.requires_grad, name  # frozen parameters are never copied again
 
 
+def test_release_memory_frees_unreachable_cycles():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    ref = weakref.ref(a)
+    gc.disable()
+    try:
+        del a, b
+        assert ref() is not None
+        speed.release_memory()
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_tune_malloc_and_threads():
     assert speed.tune_malloc() in (True, False)
     n = torch.get_num_threads()

@@ -274,3 +274,18 @@ def test_bf16_generation_samples_from_a_refreshed_bf16_copy(tmp_path, marker_mod
     trainer.bf16_generator.refresh()
     for name, p in copy.named_parameters():
         assert torch.equal(p, trained[name].detach().to(torch.bfloat16)), name
+
+
+def test_a_second_trainer_may_change_the_mixed_precision_after_a_reset():
+    from accelerate import Accelerator
+
+    from transformers import TrainingArguments
+
+    built_before = TrainingArguments(output_dir="unused", report_to="none")  # holds the process state
+    Accelerator(mixed_precision="bf16", cpu=True)
+    with pytest.raises(ValueError, match="already been initialized"):
+        Accelerator(mixed_precision="no", cpu=True)
+    trl_compat.reset_accelerator_state()
+    assert Accelerator(mixed_precision="no", cpu=True).mixed_precision == "no"
+    assert built_before.world_size == 1  # still usable after the reset
+    trl_compat.reset_accelerator_state()

@@ -12,6 +12,8 @@ It also extends the ids TRL cuts completions at (``GRPOTrainer.eos_token_ids``),
 for the shared-prefix pass, and names the trainer methods the step profiler times. An option that needs any of this
 calls :func:`require_pinned_trl` first: another TRL version fails with :class:`TRLVersionError` instead of silently
 running TRL's own path (or a changed one). With every hook off, :class:`HookedGRPOTrainer` is TRL's ``GRPOTrainer``.
+
+:func:`reset_accelerator_state` is the one reach into the private state of accelerate, which TRL's trainers build on.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ def require_pinned_trl(options: Iterable[str]) -> None:
                 f"{'it' if len(options) == 1 else 'them'} off"
             ]
         )
+
+
+def reset_accelerator_state() -> None:
+    """Forget accelerate's process-wide state, so that the next trainer of this process may choose another mixed
+    precision (the demo's SFT stage runs under bf16 autocast, its GRPO stage in float32); accelerate otherwise raises
+    "AcceleratorState has already been initialized and cannot be changed". The process state is set up again at
+    once with its defaults: configurations built before the reset share it (accelerate's states share one dict)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    PartialState()
 
 
 @contextlib.contextmanager
