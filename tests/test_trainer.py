@@ -278,7 +278,6 @@ def test_bf16_generation_samples_from_a_refreshed_bf16_copy(tmp_path, marker_mod
 
 def test_a_second_trainer_may_change_the_mixed_precision_after_a_reset():
     from accelerate import Accelerator
-
     from transformers import TrainingArguments
 
     built_before = TrainingArguments(output_dir="unused", report_to="none")  # holds the process state
