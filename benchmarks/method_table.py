@@ -24,7 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from malpyeong_grpo.data import load_items, write_json  # noqa: E402
+from malpyeong_grpo.data import load_items  # noqa: E402
+from malpyeong_grpo.files import write_json  # noqa: E402
 from malpyeong_grpo.metrics import get_suite, metric_name, score  # noqa: E402
 
 D = "../shared/data"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from malpyeong_grpo.data import default_data_dir, load_items, split_path, write_json  # noqa: E402
+from malpyeong_grpo.data import default_data_dir, load_items, split_path  # noqa: E402
+from malpyeong_grpo.files import write_json  # noqa: E402
 from malpyeong_grpo.labels import lexical_labels  # noqa: E402
 from malpyeong_grpo.retrieval import retrieve  # noqa: E402
 from malpyeong_grpo.retrieval_report import retrieval_metrics  # noqa: E402

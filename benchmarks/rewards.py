@@ -88,7 +88,7 @@ def naive_bleurt_proxy(preds: list[str], refs: list[str], device: str) -> list[f
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from malpyeong_grpo.encoders import e5_checkpoint
+    from malpyeong_grpo.e5 import e5_checkpoint
 
     path = e5_checkpoint()
     tok = AutoTokenizer.from_pretrained(path)
@@ -117,7 +117,7 @@ def naive_step(preds: list[str], refs: list[str], suite_info: dict, device: str)
     for i, v in zip(keep, f1, strict=True):
         out["bertscore"][i] = v
     if suite_info["bleurt"].official:
-        from malpyeong_grpo.encoders import bleurt_scores, load_bleurt
+        from malpyeong_grpo.bleurt import bleurt_scores, load_bleurt
 
         model, tok = load_bleurt(suite_info["bleurt"].path, device)
         out["bleurt"] = bleurt_scores(model, tok, refs, preds)
@@ -127,7 +127,7 @@ def naive_step(preds: list[str], refs: list[str], suite_info: dict, device: str)
 
 
 def _e5_path() -> Path:
-    from malpyeong_grpo.encoders import e5_checkpoint
+    from malpyeong_grpo.e5 import e5_checkpoint
 
     return e5_checkpoint()
 

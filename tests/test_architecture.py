@@ -15,8 +15,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 # Bottom to top: a module may import from its own layer and the layers below it, never from a layer above.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("core", {"data", "text", "answer", "prompts", "models", "lm", "shots", "repair", "rules", "flags", "tables"}),
-    ("scoring", {"encoders", "metrics"}),
+    (
+        "core",
+        {"files", "data", "text", "answer", "prompts", "models", "lm", "shots", "repair", "rules", "flags", "tables"},
+    ),
+    ("scoring", {"e5", "bleurt", "metrics"}),
     ("rag", {"query", "retrievers", "learned", "retrieval", "contexts", "labels"}),
     ("inference", {"generation", "predict_options", "predict", "baseline"}),
     (

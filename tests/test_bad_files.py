@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from malpyeong_grpo.cli import main
-from malpyeong_grpo.data import DataError, load_items
+from malpyeong_grpo.data import load_items
+from malpyeong_grpo.files import DataError
 
 BAD_DIR = Path(__file__).parent / "data" / "bad"
 MANIFEST = json.loads((BAD_DIR / "manifest.json").read_text(encoding="utf-8"))
@@ -336,7 +337,7 @@ def test_evaluate_leaves_out_unreadable_earlier_runs(tmp_path, capsys):
 
 
 def test_a_second_process_on_the_same_output_stops(tmp_path, capsys):
-    from malpyeong_grpo.data import lock_path, output_lock
+    from malpyeong_grpo.files import lock_path, output_lock
 
     good = _good_file(tmp_path)
     out = tmp_path / "scores.json"
@@ -381,7 +382,7 @@ def _enospc_under(tmp_path: Path, monkeypatch, after: int = 0) -> None:
 
 
 def test_a_full_disk_is_one_line_and_keeps_what_was_done(tmp_path, monkeypatch, capsys, data_dir):
-    from malpyeong_grpo.data import append_jsonl, atomic_write_text, read_jsonl
+    from malpyeong_grpo.files import append_jsonl, atomic_write_text, read_jsonl
 
     cache = tmp_path / "cache.jsonl"
     append_jsonl(cache, {"id": "1"})

@@ -9,7 +9,8 @@ import pytest
 
 from malpyeong_grpo.answer import parse_answer
 from malpyeong_grpo.baseline import baseline_command, nearest_answers
-from malpyeong_grpo.data import DataError, Item
+from malpyeong_grpo.data import Item
+from malpyeong_grpo.files import DataError
 
 Q = "가운데 올바른 것을 선택하고, 그 이유를 설명하세요."
 FIX = "다음 문장에서 어문 규범에 부합하지 않는 부분을 찾아 고치고, 그 이유를 설명하세요."

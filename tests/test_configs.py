@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from malpyeong_grpo.configs import ScriptArguments, parse_args, run_record, write_run_record
-from malpyeong_grpo.data import DataError
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 from malpyeong_grpo.trainer import MalpyeongSFTConfig as SFTConfig
 

@@ -9,20 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from malpyeong_grpo.data import (
-    DataError,
-    Item,
-    append_jsonl,
-    atomic_write_text,
-    default_data_dir,
-    holdout_split,
-    load_items,
-    read_jsonl,
-    sample_items,
-    split_path,
-    write_items,
-    write_json,
-)
+from malpyeong_grpo.data import Item, default_data_dir, holdout_split, load_items, sample_items, split_path, write_items
+from malpyeong_grpo.files import DataError, append_jsonl, atomic_write_text, read_jsonl, write_json
 
 
 def _write(path: Path, obj) -> Path:

@@ -45,7 +45,7 @@ def probe_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> l
     """Length of the completion (varies with sampling); records each call's prompts and completions per rank."""
     from accelerate import PartialState
 
-    from malpyeong_grpo.data import append_jsonl
+    from malpyeong_grpo.files import append_jsonl
     from malpyeong_grpo.prompts import completion_text
 
     texts = [completion_text(c) for c in completions]
@@ -255,11 +255,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "malpyeong_grpo"
 # (module, function) allowed to write a file in place: the atomic helpers and the append-only caches themselves, and
 # files written inside a temporary folder that is renamed (or deleted) as a whole.
 IN_PLACE_OK = {
-    ("data.py", "atomic_write_text"),
-    ("data.py", "read_jsonl"),  # truncates a torn last line
-    ("data.py", "append_jsonl"),
-    ("encoders.py", "precompiled_charsmap"),  # a TemporaryDirectory
-    ("encoders.py", "e5_checkpoint"),  # a mkdtemp folder renamed into place
+    ("files.py", "atomic_write_text"),
+    ("files.py", "read_jsonl"),  # truncates a torn last line
+    ("files.py", "append_jsonl"),
+    ("e5.py", "precompiled_charsmap"),  # a TemporaryDirectory
+    ("e5.py", "e5_checkpoint"),  # a mkdtemp folder renamed into place
 }
 IN_PLACE_BUGS: dict[str, str] = {}  # module -> known in-place write (strict xfail); empty: every module is atomic
 
@@ -308,7 +308,7 @@ def in_place_writes(path: Path) -> list[tuple[str, int, str]]:
     ],
 )
 def test_result_files_are_written_atomically(module):
-    """No half-written output after a kill: every file the package writes goes through data.atomic_write_text /
+    """No half-written output after a kill: every file the package writes goes through files.atomic_write_text /
     write_json (temporary file, fsync, rename) or an append-only JSONL cache, never an in-place write."""
     offenders = [w for w in in_place_writes(SRC / module) if (module, w[0]) not in IN_PLACE_OK]
     assert not offenders, f"{module}: in-place writes (function, line, call): {offenders}"

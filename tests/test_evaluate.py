@@ -9,8 +9,9 @@ import pytest
 
 from malpyeong_grpo.answer import exact_match, parse_answer
 from malpyeong_grpo.cli import main as cli_main
-from malpyeong_grpo.data import append_jsonl, load_items, split_path
+from malpyeong_grpo.data import load_items, split_path
 from malpyeong_grpo.evaluate import breakdown, evaluate_command, load_runs
+from malpyeong_grpo.files import append_jsonl
 from malpyeong_grpo.rules import parse_docx
 
 

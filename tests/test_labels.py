@@ -8,7 +8,8 @@ import pytest
 
 from malpyeong_grpo import labels
 from malpyeong_grpo.cli import main
-from malpyeong_grpo.data import DataError, Item, load_items, split_path, write_items
+from malpyeong_grpo.data import Item, load_items, split_path, write_items
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.labels import (
     HAND_LABEL_SETS,
     LexicalScorer,

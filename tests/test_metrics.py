@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from malpyeong_grpo import metrics
-from malpyeong_grpo.data import DataError, load_items, split_path
+from malpyeong_grpo.data import load_items, split_path
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.metrics import MetricSuite, metric_name, morphs, rouge1_f, score
 from malpyeong_grpo.text import mecab
 
@@ -238,7 +239,7 @@ REASONS = [
 def test_standin_bertscore_equals_bert_score_package(suite):
     import bert_score
 
-    from malpyeong_grpo.encoders import e5_checkpoint
+    from malpyeong_grpo.e5 import e5_checkpoint
 
     preds, refs = map(list, zip(*REASONS, strict=True))
     ours = suite.bertscore(preds, refs)
@@ -255,7 +256,7 @@ def test_standin_bertscore_equals_bert_score_package(suite):
 def test_bleurt_proxy_is_cosine_of_mean_pooled_e5(suite):
     import torch
 
-    from malpyeong_grpo.encoders import load_e5
+    from malpyeong_grpo.e5 import load_e5
 
     preds, refs = ["사과를 먹었다. ", "주가가 폭락했다.", " "], ["사과를 먹는다.", "사과를 먹는다.", "사과를 먹는다."]
     got = suite.bleurt(preds, refs)
@@ -326,9 +327,9 @@ def test_official_bertscore_path_uses_layer_9(tmp_path):
 
 def test_official_bleurt_path(tmp_path):
     import torch
-    from test_encoders import BLEURT_CFG, _tiny_bleurt_state, _tiny_spm
+    from test_bleurt import BLEURT_CFG, _tiny_bleurt_state, _tiny_spm
 
-    from malpyeong_grpo.encoders import bleurt_scores, load_bleurt
+    from malpyeong_grpo.bleurt import bleurt_scores, load_bleurt
 
     sp = _tiny_spm(tmp_path)
     cfg = dict(BLEURT_CFG, vocab_size=sp.get_piece_size())

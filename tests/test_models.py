@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from malpyeong_grpo import models
-from malpyeong_grpo.data import DataError
+from malpyeong_grpo.files import DataError
 
 
 def test_resolve_passes_ids_and_folders_through(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from malpyeong_grpo.cli import main
-from malpyeong_grpo.data import DataError
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.plan import KNOWN_MODELS, ModelShape, budget, find_config, plan_command, read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ import pytest
 from malpyeong_grpo import predict as predict_mod
 from malpyeong_grpo.answer import parse_answer
 from malpyeong_grpo.cli import main as cli_main
-from malpyeong_grpo.data import DataError, load_items, read_jsonl, split_path
+from malpyeong_grpo.data import load_items, split_path
+from malpyeong_grpo.files import DataError, read_jsonl
 from malpyeong_grpo.generation import _stop_criteria, candidate_logprobs, generate_answers
 from malpyeong_grpo.models import load_model, load_tokenizer
 from malpyeong_grpo.repair import candidates

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from malpyeong_grpo.answer import PATTERNS, exact_match, format_answer, parse_answer
-from malpyeong_grpo.data import DataError, append_jsonl, load_items, read_jsonl
+from malpyeong_grpo.data import load_items
+from malpyeong_grpo.files import DataError, append_jsonl, read_jsonl
 from malpyeong_grpo.prompts import STOP_MARKERS, extract_answer
 
 # Modest example counts: the whole suite shares 2 CPU cores. No deadline: timings vary with the machine's load.
@@ -258,7 +259,7 @@ def test_loaded_items_can_be_written_back(surrogates):
             it.question.encode("utf-8")
 
 
-# --- data.read_jsonl: a cache torn anywhere reads back as a prefix of its rows ----------------------------------
+# --- files.read_jsonl: a cache torn anywhere reads back as a prefix of its rows ---------------------------------
 
 
 @SLOW

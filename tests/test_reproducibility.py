@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_distributed import launch, rewards_by_step, train_args
 
-from malpyeong_grpo.data import read_jsonl
+from malpyeong_grpo.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,8 @@ import pytest
 
 from malpyeong_grpo.cli import main
 from malpyeong_grpo.contexts import build_contexts
-from malpyeong_grpo.data import DataError, Item, write_items
+from malpyeong_grpo.data import Item, write_items
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.learned import LearnedRetriever
 from malpyeong_grpo.query import SPACING_HINT, build_query, query_parts
 from malpyeong_grpo.retrieval import make_retriever, retrieve

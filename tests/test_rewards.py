@@ -11,7 +11,7 @@ import math
 import pytest
 
 from malpyeong_grpo import rewards
-from malpyeong_grpo.data import DataError
+from malpyeong_grpo.files import DataError
 
 GOLD = "\"나는 밥을 먹었다.\"가 옳다. '먹다'는 표준어이다."
 GOLD_REASON = "'먹다'는 표준어이다."

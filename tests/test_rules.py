@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from malpyeong_grpo.cli import main
-from malpyeong_grpo.data import DataError
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.rules import Rule, format_rule, load_rules, parse_docx, rule_segments, write_rules
 
 

@@ -24,7 +24,8 @@ from tiny import LEN_SUITE, LenSuite
 
 from malpyeong_grpo import rewards, train
 from malpyeong_grpo.configs import parse_args
-from malpyeong_grpo.data import DataError, load_items, split_path
+from malpyeong_grpo.data import load_items, split_path
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.trainer import MalpyeongGRPOConfig as GRPOConfig
 
 ROOT = Path(__file__).resolve().parents[1]

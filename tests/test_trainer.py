@@ -15,7 +15,7 @@ from trl import GRPOTrainer, get_peft_config
 
 from malpyeong_grpo import speed, trl_compat
 from malpyeong_grpo.configs import parse_args
-from malpyeong_grpo.data import DataError
+from malpyeong_grpo.files import DataError
 from malpyeong_grpo.train import load_policy
 from malpyeong_grpo.trainer import MalpyeongGRPOConfig, MalpyeongGRPOTrainer, MalpyeongSFTConfig
 

@@ -9,7 +9,8 @@ import argparse
 from collections.abc import Sequence
 
 from .answer import format_answer, parse_answer
-from .data import DataError, Item, check_outputs, dev_split_problem, load_items, output_lock, write_json
+from .data import Item, dev_split_problem, load_items
+from .files import DataError, check_outputs, output_lock, write_json
 from .flags import flag
 from .predict import submission
 from .repair import candidates, source_sentence

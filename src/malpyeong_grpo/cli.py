@@ -10,7 +10,7 @@ import errno
 import importlib
 import sys
 
-from .data import DataError
+from .files import DataError
 
 # verb -> (module, function taking argv and returning an exit code, one-line help)
 VERBS: dict[str, tuple[str, str, str]] = {

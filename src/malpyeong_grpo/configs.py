@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, dev_split_problem, read_jsonl
+from .data import dev_split_problem
+from .files import DataError, read_jsonl
 from .flags import DEFAULT_RETRIEVAL, PROMPT_FORMATS, RETRIEVAL_METHODS
 
 DEFAULT_REWARDS = ["format", "exact_match", "rouge_1", "bertscore", "bleurt", "final"]
@@ -176,7 +177,7 @@ def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = Tr
         where = argv[i + 1] if i + 1 < len(argv) else "--config"
         if i + 1 >= len(argv):
             raise DataError(["--config needs a YAML file"])
-        from .data import check_input_file
+        from .files import check_input_file
 
         check_input_file(where, missing="config file not found")  # a folder or FIFO is named as such, never opened
         _check_recipe_types(where, parser)
@@ -250,7 +251,7 @@ def _check_recipe_types(where: str, parser: Any) -> None:
     recipe, the field and the expected type."""
     import yaml
 
-    from .data import read_text
+    from .files import read_text
 
     try:
         recipe = yaml.safe_load(read_text(where))
@@ -385,7 +386,7 @@ def run_record(argv: list[str], *configs: Any) -> dict[str, Any]:
 
 def write_run_record(output_dir: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """Append the record to ``run_info.jsonl`` in the run directory (one line per launch, resumes included)."""
-    from .data import append_jsonl
+    from .files import append_jsonl
 
     path = Path(output_dir) / "run_info.jsonl"
     read_jsonl(path)  # drops a torn last line left by a killed launch

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError, Item
+from .data import Item
+from .files import DataError
 from .retrieval import load_retrieved, retrieve
 from .retrievers import example_passages
 from .rules import format_rule, load_labels, load_rules

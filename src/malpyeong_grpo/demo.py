@@ -35,17 +35,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import (
-    DataError,
-    Item,
-    atomic_write_text,
-    holdout_split,
-    load_items,
-    sample_items,
-    split_path,
-    write_items,
-    write_json,
-)
+from .data import Item, holdout_split, load_items, sample_items, split_path, write_items
+from .files import DataError, atomic_write_text, write_json
 from .flags import flag
 
 STAGES = ("setup", "before", "SFT", "after SFT", "GRPO", "after GRPO", "results")

@@ -14,16 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .answer import exact_match, parse_answer
-from .data import (
-    DataError,
-    Item,
-    atomic_write_text,
-    check_outputs,
-    lock_path,
-    output_lock,
-    read_json_file,
-    write_json,
-)
+from .data import Item
+from .files import DataError, atomic_write_text, check_outputs, lock_path, output_lock, read_json_file, write_json
 from .flags import flag
 from .metrics import STANDIN_NAMES, metric_name
 from .predict import Predictions, input_paths, predict_items, read_items, submission, summary_lines

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import DataError
+from .files import DataError
 from .lm import left_pad, model_device
 from .models import load_model, load_tokenizer, resolve_model
 from .prompts import STOP_MARKERS, render

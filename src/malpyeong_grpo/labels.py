@@ -24,17 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .answer import parse_answer
-from .data import (
-    DataError,
-    Item,
-    append_jsonl,
-    check_outputs,
-    load_items,
-    lock_path,
-    output_lock,
-    read_jsonl,
-    write_jsonl,
-)
+from .data import Item, load_items
+from .files import DataError, append_jsonl, check_outputs, lock_path, output_lock, read_jsonl, write_jsonl
 from .flags import flag
 from .metrics import unigram_f
 from .rules import Rule, format_rule, load_rules, rule_segments

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataError, Item
+from .data import Item
+from .files import DataError
 from .query import build_query, focus_chars, focus_tokens, query_morphemes
 from .retrievers import BM25Retriever, Passage, Retriever, rule_passages, top_docs
 from .rules import Rule

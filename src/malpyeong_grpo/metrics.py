@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .answer import exact_match, parse_answer
-from .data import DataError, check_outputs, load_items, lock_path, output_lock, write_json
+from .data import load_items
+from .files import DataError, check_outputs, lock_path, output_lock, write_json
 from .flags import flag
 from .text import mecab
 
@@ -221,7 +222,7 @@ class MetricSuite:
         batch_size: int = 64,
         threads: int | None = None,
     ):
-        from . import encoders
+        from . import e5 as encoders
 
         self.device = device or _default_device()
         self.batch_size = batch_size
@@ -289,7 +290,7 @@ class MetricSuite:
     def _e5_encoder(self) -> _TokenEncoder:
         """multilingual-e5-small's last-layer token embeddings (shared by the BERTScore stand-in and BLEURT proxy)."""
         if self._e5 is None:
-            from .encoders import load_e5
+            from .e5 import load_e5
 
             model, tokenizer = load_e5(self.device)
             self._e5 = _TokenEncoder(model, tokenizer, self.device, self.batch_size, self.threads)
@@ -348,7 +349,7 @@ class MetricSuite:
                         a, b = pred_stats[p][0].mean(0), ref_stats[r][0].mean(0)
                         scores[(p, r)] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
             return [scores[pair] for pair in pairs]
-        from .encoders import bleurt_scores, load_bleurt
+        from .bleurt import bleurt_scores, load_bleurt
 
         if self._bl is None:
             self._bl = load_bleurt(self.encoders["bleurt"].path, self.device)

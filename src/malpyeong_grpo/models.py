@@ -44,7 +44,7 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import DataError
+    from .files import DataError
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
@@ -81,7 +81,7 @@ def _check_local_model(name: str) -> None:
     """A name that is a path (it exists, or reads as one: absolute, ./, ../, ~, or more than one '/') must be a
     model folder whose config names a model type this transformers knows; else DataError naming the problem (not
     the hub's 'Repo id must be in the form...' or the tokenizer's 'Couldn't instantiate the backend tokenizer')."""
-    from .data import DataError, read_json_file
+    from .files import DataError, read_json_file
 
     path = Path(name).expanduser()
     if not os.path.lexists(path):
@@ -175,7 +175,7 @@ def load_model(
 
 def adapter_base(path: str) -> str | None:
     """The base model named by a peft adapter folder, or None when ``path`` is not an adapter."""
-    from .data import DataError, read_json_file
+    from .files import DataError, read_json_file
 
     cfg = Path(path) / "adapter_config.json"
     if cfg.is_file():

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import DataError
+from .files import DataError
 from .flags import flag
 
 GIB = 1024**3

@@ -15,21 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .answer import parse_answer
-from .data import (
-    SPLIT_FILES,
-    DataError,
-    Item,
-    append_jsonl,
-    check_outputs,
-    default_data_dir,
-    dev_split_problem,
-    load_items,
-    lock_path,
-    output_lock,
-    read_jsonl,
-    split_path,
-    write_json,
-)
+from .data import SPLIT_FILES, Item, default_data_dir, dev_split_problem, load_items, split_path
+from .files import DataError, append_jsonl, check_outputs, lock_path, output_lock, read_jsonl, write_json
 from .generation import Prompt, VllmEngine, candidate_logprobs, iter_generate, load_engine
 from .predict_options import PredictOptions, add_predict_args, generation_settings
 from .prompts import build_prompt, extract_answer, has_chat_template

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .data import DataError
+from .files import DataError
 from .flags import (
     DEFAULT_RETRIEVAL,
     PROMPT_FORMAT_TO_CHAT,

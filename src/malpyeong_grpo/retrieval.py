@@ -10,16 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import (
-    DataError,
-    Item,
-    check_outputs,
-    load_items,
-    lock_path,
-    output_lock,
-    read_jsonl_file,
-    write_jsonl,
-)
+from .data import Item, load_items
+from .files import DataError, check_outputs, lock_path, output_lock, read_jsonl_file, write_jsonl
 from .flags import DEFAULT_RETRIEVAL, flag
 from .learned import LearnedRetriever
 from .retrievers import (

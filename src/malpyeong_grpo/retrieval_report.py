@@ -11,13 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import (
+from .data import Item, load_items
+from .files import (
     DataError,
-    Item,
     append_jsonl,
     atomic_write_text,
     check_outputs,
-    load_items,
     lock_path,
     output_lock,
     read_jsonl,
@@ -205,7 +204,8 @@ def _report(args: argparse.Namespace, argv: list[str], data_dir: Path, methods: 
     import datetime as dt
     import platform
 
-    from .data import split_path, write_json
+    from .data import split_path
+    from .files import write_json
     from .retrieval import retrieve
     from .retrievers import default_embed, example_passages
 

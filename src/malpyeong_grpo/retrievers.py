@@ -1,7 +1,7 @@
 """Retrievers over rule passages: each rule is indexed as several short passages (its segments and its whole text)
 and scores the best of its passages; labelled training items can be added as passages of their gold rule
 (``examples``), which turns retrieval into nearest-neighbour search over solved questions as well. BM25 (bm25s) runs
-over Mecab morphemes, dense retrieval over ``encoders.embed`` vectors, hybrid fuses both by reciprocal rank."""
+over Mecab morphemes, dense retrieval over ``e5.embed`` vectors, hybrid fuses both by reciprocal rank."""
 
 from __future__ import annotations
 
@@ -108,8 +108,8 @@ class BM25Retriever(Retriever):
 
 
 def default_embed(texts: Sequence[str], kind: str) -> np.ndarray:
-    """The project's offline multilingual encoder (``malpyeong_grpo.encoders.embed``)."""
-    from .encoders import embed
+    """The project's offline multilingual encoder (``malpyeong_grpo.e5.embed``)."""
+    from .e5 import embed
 
     return np.asarray(embed(list(texts), kind=kind), dtype=np.float32)
 

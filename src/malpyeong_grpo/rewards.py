@@ -397,7 +397,7 @@ def group_std(prompts: Sequence[Any], values: Sequence[float]) -> float:
 def get_rewards(names: Sequence[str], scorer: PairScorer | None = None) -> list[NamedReward]:
     """The reward functions named, in order, bound to ``scorer`` (default: the default scorer); an unknown name
     raises DataError."""
-    from .data import DataError
+    from .files import DataError
 
     unknown = [n for n in names if n not in REWARDS]
     if unknown:

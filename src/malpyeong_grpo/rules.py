@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .data import (
+from .data import default_data_dir
+from .files import (
     DataError,
     check_input_file,
     check_outputs,
-    default_data_dir,
     json_reason,
     lock_path,
     output_lock,

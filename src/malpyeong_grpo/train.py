@@ -20,16 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .configs import ScriptArguments, parse_args, run_record, write_run_record
-from .data import (
-    DataError,
-    Item,
-    default_data_dir,
-    holdout_split,
-    load_items,
-    sample_items,
-    split_path,
-    write_json,
-)
+from .data import Item, default_data_dir, holdout_split, load_items, sample_items, split_path
+from .files import DataError, write_json
 from .prompts import build_prompt, has_chat_template
 from .shots import ShotSelector
 

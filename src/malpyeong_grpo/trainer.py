@@ -19,7 +19,7 @@ from typing import Any
 from trl import GRPOConfig, SFTConfig
 
 from . import speed
-from .data import DataError
+from .files import DataError
 from .trl_compat import HookedGRPOTrainer, add_stop_token_ids, require_pinned_trl
 
 # options that run through TRL internals (trl_compat): they need the pinned TRL version

@@ -25,7 +25,7 @@ from typing import Any
 
 from trl import GRPOTrainer
 
-from .data import DataError
+from .files import DataError
 
 PINNED_TRL = "1.16.0"  # pyproject.toml pins trl==1.16.0 (tests/test_trainer.py checks they agree)
 
