@@ -1,6 +1,6 @@
-"""The data layer: the official files, one-line errors naming file/item/problem, atomic writes, JSONL caches.
+"""The data layer: the official files, one-line errors naming file/item/problem, splits, the sample set.
 
-(The hand-made corpus of broken files is exercised by test_bad_files.py.)"""
+(The corpus of broken files is exercised by test_bad_files.py; atomic writes and JSONL caches by test_files.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from malpyeong_grpo.data import Item, default_data_dir, holdout_split, load_items, sample_items, split_path, write_items
-from malpyeong_grpo.files import DataError, append_jsonl, atomic_write_text, read_jsonl, write_json
+from malpyeong_grpo.files import DataError
 
 
 def _write(path: Path, obj) -> Path:
@@ -111,35 +111,6 @@ def test_write_items_round_trip(tmp_path):
     assert load_items(tmp_path / "out" / "items.json") == items
     assert json.loads((tmp_path / "out" / "items.json").read_text(encoding="utf-8"))[1] == items[1].to_json()
     assert "output" not in items[1].to_json()
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "scores.json"
-    write_json(path, {"a": 1})
-    with pytest.raises(TypeError):
-        write_json(path, {"a": object()})  # not serialisable: fails before anything is written
-    with pytest.raises(UnicodeEncodeError):
-        atomic_write_text(path, "bad \ud800")  # fails while writing the temporary file
-    assert json.loads(path.read_text(encoding="utf-8")) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]  # no temporary file left behind
-
-
-def test_jsonl_cache_append_and_torn_tail(tmp_path):
-    path = tmp_path / "cache.jsonl"
-    assert read_jsonl(path) == []
-    rows = [{"id": "1", "answer": "가나다"}, {"id": "2", "answer": "라마바"}]
-    for row in rows:
-        append_jsonl(path, row)
-    assert read_jsonl(path) == rows
-    full = path.read_bytes()
-    path.write_bytes(full[:-4])  # killed in the middle of a multi-byte character of the last line
-    assert read_jsonl(path) == rows[:1]
-    assert path.read_bytes() == full[: full.index(b"\n") + 1]  # the torn tail is cut off
-    append_jsonl(path, rows[1])
-    assert read_jsonl(path) == rows
-    path.write_bytes(full + b"not json\n")
-    with pytest.raises(DataError, match="line 3: not JSON"):
-        read_jsonl(path)
 
 
 def test_holdout_split_is_stratified_and_deterministic(data_dir):
