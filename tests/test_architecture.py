@@ -19,14 +19,14 @@ LAYERS: list[tuple[str, set[str]]] = [
         "core",
         {"files", "data", "text", "answer", "prompts", "models", "lm", "shots", "repair", "rules", "flags", "tables"},
     ),
-    ("scoring", {"e5", "bleurt", "metrics"}),
+    ("scoring", {"e5", "bleurt", "rouge", "embedding_cache", "metrics"}),
     ("rag", {"query", "retrievers", "learned", "retrieval", "contexts", "labels"}),
     ("inference", {"generation", "predict_options", "predict", "baseline"}),
     (
         "training",
         {"rewards", "configs", "trl_compat", "speed", "profiler", "trainer", "selection", "train", "sft", "plan"},
     ),
-    ("reports", {"evaluate", "retrieval_report", "demo"}),
+    ("reports", {"evaluate", "retrieval_report", "score_cli", "demo_progress", "demo_report", "demo"}),
     ("cli", {"cli"}),
 ]
 

@@ -1,6 +1,6 @@
-"""The demo: stages before / SFT / after SFT / GRPO / after GRPO on a hold-out of the training data (never dev),
-its settings from the two demo recipes, wall-clock budgeting, readable step lines, paired intervals with a verdict in
-words, the learning-curve PNG, and an end-to-end run with a tiny model."""
+"""The demo's command: stages before / SFT / after SFT / GRPO / after GRPO on a hold-out of the training data (never
+dev), its settings from the two demo recipes, wall-clock budgeting, and an end-to-end run with a tiny model (the
+progress lines: test_demo_progress.py; the results: test_demo_report.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 
 from malpyeong_grpo import demo
 from malpyeong_grpo.data import load_items, sample_items, split_path
+from malpyeong_grpo.demo_progress import STAGES
 from malpyeong_grpo.files import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,98 +76,21 @@ def test_holdout_comes_from_training_data_never_dev(data_dir):
         demo.demo_data(None, 150, seed=0)
 
 
-def test_clock_bar_and_training_budget():
-    now = [100.0]
-    clock = demo.Clock(540, now=lambda: now[0])
-    now[0] += 135
-    assert clock.elapsed() == 135 and clock.left() == 405
-    assert clock.status() == "demo [███░░░░░░░░░] 2:15/9:00, ETA 6:45"
-    assert demo.bar(5, 10, 10) == "[█████░░░░░]" and demo.bar(20, 10, 4) == "[████]"
+def test_training_budget():
     sft, grpo = demo.training_budget(left=400, eval_s=50, share=0.5)
     assert sft == grpo == pytest.approx((400 - 2 * 1.2 * 50 - demo.FINAL_S) / 2)
     assert demo.training_budget(left=10, eval_s=50, share=0.5) == (demo.MIN_TRAIN_S, demo.MIN_TRAIN_S)
 
 
-def test_step_lines_are_readable():
-    line = demo.step_line("SFT", {"step": 3, "loss": 1.23456, "mean_token_accuracy": 0.5, "grad_norm": 9.0}, (), 8.0)
-    assert line == "step 3 (8.0 s): loss 1.235 | token accuracy 0.500"
-    logs = {"step": 2, "reward": 1.5, "rewards/format/mean": 1.0, "rewards/rouge_1/mean": 0.25}
-    logs |= {"rewards/format/group_std": 0.0, "rewards/rouge_1/group_std": 0.1, "completions/mean_length": 40}
-    line = demo.step_line("GRPO", logs, ["format", "rouge_1"], 20.0)
-    assert line == "step 2 (20.0 s): reward 1.500 | format 1.00 rouge_1 0.25 | within-group spread 0.050"
-    assert "{" not in line and "completions" not in line
-
-
-def test_budget_callback_stops_before_the_deadline_and_prints_one_line_per_step(capsys):
-    from types import SimpleNamespace
-
-    now = [0.0]
-    clock = demo.Clock(600, now=lambda: now[0])
-    cb = demo.stage_callback("GRPO", deadline=100.0, clock=clock, names=["format"])
-    state = SimpleNamespace(global_step=0, max_steps=30, log_history=[])
-    control = SimpleNamespace(should_training_stop=False)
-    cb.on_train_begin(None, state, control)
-    for step in (1, 2, 3):
-        now[0] += 30.0
-        state.global_step = step
-        cb.on_step_end(None, state, control)
-        state.log_history.append({"step": step, "reward": 0.5, "rewards/format/mean": 1.0})
-        cb.on_log(None, state, control, logs={"reward": 0.5, "rewards/format/mean": 1.0})
-        if control.should_training_stop:
-            break
-    assert state.global_step == 3  # 90 s + a 30-s step would pass 100 s
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("[demo 5/7 GRPO] ") for line in lines)
-    assert "step 3 (30.0 s): reward 0.500 | format 1.00" in lines[2] and "ETA" in lines[2]
-    assert "stage budget reached after 3 steps" in lines[3]
-
-
-def test_paired_bootstrap_and_verdicts():
-    before = [0.1, 0.2, 0.3, 0.2] * 10
-    after = [b + 0.2 for b in before]
-    up = demo.paired_bootstrap(before, after)
-    assert up["mean"] == pytest.approx(0.2) and up["ci95"] == pytest.approx([0.2, 0.2])
-    assert demo.verdict(up, "SFT").startswith("SFT helped:")
-    down = demo.paired_bootstrap(after, before)
-    assert "WORSE" in demo.verdict(down, "GRPO")
-    noisy = demo.paired_bootstrap([0.0, 1.0] * 10, [1.0, 0.0] * 10)
-    assert noisy["ci95"][0] < 0 < noisy["ci95"][1]
-    assert "did not change" in demo.verdict(noisy, "GRPO") and "includes 0" in demo.verdict(noisy, "GRPO")
-    assert demo.paired_bootstrap(before, after, seed=3) == demo.paired_bootstrap(before, after, seed=3)
-
-
-def test_task_scores_count_a_missing_reason_as_zero():
-    items = {"a": {"exact_match": 1.0, "rouge_1": 0.5}, "b": {"exact_match": 0.0, "rouge_1": None}}
-    assert demo.task_scores(items, ["b", "a"]) == [0.0, 0.75]
-
-
-def _stage(em: float, rouge: float) -> dict:
-    scores = {"exact_match": em, "rouge_1": rouge, "bertscore": 0.8, "final": 0.4, "n_items": 2}
-    scores |= {"final_official": False, "encoders": {"bertscore": {"official": False}, "bleurt": {"official": False}}}
-    return {"scores": scores, "task_scores": [(em + rouge) / 2] * 2}
-
-
-def test_results_table_names_stand_ins_and_shows_every_stage():
-    stages = {"before": _stage(0.25, 0.2), "sft": _stage(0.5, 0.4), "grpo": _stage(0.5, 0.45)}
-    text = demo.results_table(stages, "t")
-    assert "before" in text and "after SFT" in text and "after GRPO" in text
-    assert "bertscore_standin" in text and "final_standin" in text and "(EM + ROUGE-1)/2" in text
-    assert "| bertscore " not in text.replace("│", "|") and "encoders" not in text and "n_items" not in text
-    assert "0.4750" in text  # (0.5 + 0.45) / 2
-
-
-def test_learning_curve_png(tmp_path):
-    sft_log = [{"step": s, "loss": 2.0 / s} for s in range(1, 6)] + [{"step": 5, "train_runtime": 9.0}]
-    grpo_log = [
-        {"step": s, "reward": 0.1 * s, "rewards/format/mean": 0.2 * s, "rewards/rouge_1/mean": None} for s in (1, 2, 3)
-    ]
-    rows = demo.score_rows({"before": _stage(0.25, 0.2), "sft": _stage(0.5, 0.4)})
-    drawn = demo.plot_learning_curve(
-        sft_log, grpo_log, ["format", "rouge_1"], rows, ["before", "after SFT"], tmp_path / "c.png"
-    )
-    assert drawn == ["reward", "format"]
-    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert demo.smooth([1.0, 3.0, 5.0], window=2) == [1.0, 2.0, 4.0]
+def test_drop_weights_keeps_the_logs(tmp_path):
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "vocab.json").write_bytes(b"x" * 10)
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "log_history.json").write_text("[]")
+    (tmp_path / "run_info.jsonl").write_text("{}\n")
+    assert demo.drop_weights(tmp_path) == 110
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log_history.json", "run_info.jsonl"]
+    assert demo.drop_weights(tmp_path / "missing") == 0
 
 
 def test_demo_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path, capsys):
@@ -177,7 +101,7 @@ def test_demo_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     argv += ["--", "--max_completion_length", "8"]
     assert demo.demo_command(argv) == 0
     printed = capsys.readouterr().out
-    for i, stage in enumerate(demo.STAGES, 1):
+    for i, stage in enumerate(STAGES, 1):
         assert f"[demo {i}/7 {stage}]" in printed
     assert "{'loss'" not in printed and "'reward':" not in printed  # no raw trainer dicts
     assert printed.count("[demo 3/7 SFT] step ") == 2 and printed.count("[demo 5/7 GRPO] step ") == 2
@@ -194,6 +118,8 @@ def test_demo_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert 0 < result["timings"]["sft_peak_rss_gb"] <= result["timings"]["grpo_peak_rss_gb"] <= result["peak_rss_gb"]
     assert result["grpo_rewards_optimised"] == ["format", "exact_match", "answer_similarity", "choice", "rouge_1"]
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "metrics.txt").read_text(encoding="utf-8") + "\n" in printed  # the printed results, as written
+    assert f"outputs in {out.resolve()}:\n  grpo/ " in printed and "  metrics.json " in printed
     assert "(EM + ROUGE-1)/2" in (out / "metrics.txt").read_text(encoding="utf-8")
     held = load_items(out / "heldout_items.json", require_answer=True)
     trained = load_items(out / "train_items.json", require_answer=True)

@@ -20,8 +20,8 @@ from malpyeong_grpo.labels import (
     ppl_labels,
     quoted_terms,
 )
-from malpyeong_grpo.metrics import morphs, rouge1_f, unigram_f
 from malpyeong_grpo.retrieval_report import retrieval_metrics
+from malpyeong_grpo.rouge import morphs, rouge1_f, unigram_f
 from malpyeong_grpo.rules import Rule, load_labels, parse_docx
 
 

@@ -1,79 +1,16 @@
-"""The competition scorer and the metric suite: ROUGE-1 as py-rouge, BERTScore as bert-score, the aggregation,
-id matching, stand-in labelling, and the ``score`` command."""
+"""The metric suite and the scorer: the aggregation, id matching, stand-in labelling, thread settings, BERTScore as
+bert-score and the BLEURT proxy / official path (ROUGE-1 itself: test_rouge.py; the ``score`` command:
+test_score_cli.py)."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pytest
 
 from malpyeong_grpo import metrics
-from malpyeong_grpo.data import load_items, split_path
 from malpyeong_grpo.files import DataError
-from malpyeong_grpo.metrics import MetricSuite, metric_name, morphs, rouge1_f, score
-from malpyeong_grpo.text import mecab
-
-
-# ---------------------------------------------------------------- ROUGE-1
-def test_morphs_official_preprocessing():
-    assert morphs("ABC-def, 123!") == ["abc", "def", "123"]  # lowercased, punctuation -> space
-    assert morphs("사과를 먹었다.") == ["사과", "를", "먹", "었", "다"]
-    assert morphs("사과를 먹는다.") == ["사과", "를", "먹", "는다"]
-    assert morphs("'ㄷ'은 ‘ㄹ’로") == ["은", "로"]  # bare jamo and quotes are outside [A-Za-z0-9가-힣]
-    assert morphs("") == [] and morphs(" ... ") == []
-
-
-def test_rouge1_hand_computed():
-    # hyp a a a b / ref a b b: clipped overlap min(3,1)+min(1,2)=2, P=2/4, R=2/3, F=PR/(0.5P+0.5R)=4/7
-    assert rouge1_f("a a a b", "a b b") == pytest.approx(4 / 7, abs=1e-15)
-    # 사과/를/먹/었/다 vs 사과/를/먹/는다: overlap 3, P=3/5, R=3/4, F=0.45/0.675=2/3
-    assert rouge1_f("사과를 먹었다.", "사과를 먹는다.") == pytest.approx(2 / 3, abs=1e-15)
-    assert rouge1_f("X y", "x Y") == 1.0  # case-insensitive
-    assert rouge1_f("", "a") == 0.0 and rouge1_f("a", "") == 0.0 and rouge1_f("b", "a") == 0.0
-
-
-def test_rouge1_length_limit_applies_before_tokenisation():
-    # the first 1000 whitespace words are kept (py-rouge length_limit=1000, 'words'), then Mecab splits them
-    pred = "가 " * 1000 + "사과를"
-    assert rouge1_f(pred, "사과를") == 0.0
-    assert rouge1_f("가 " * 999 + "사과를", "사과를") == pytest.approx(2 * (2 / 1001) / (2 / 1001 + 1))
-    assert rouge1_f("사과를\n먹었다", "사과를 먹었다") == 1.0  # lines are joined with spaces
-
-
-def _py_rouge_reference(hyp: str, ref: str) -> float:
-    """py-rouge's rouge-n path (Korean variant) written out: sentences split at '\\n', 1000-word limit, lowercase,
-    non-[A-Za-z0-9가-힣] -> space, Mecab morphemes joined and re-split, clipped n-gram counts, alpha-F."""
-    import itertools
-    import re
-
-    def prep(summary: str) -> list[str]:
-        sentences = summary.split("\n")
-        summary = " ".join(" ".join(sentences).split()[:1000])
-        summary = re.sub("[^A-Za-z0-9가-힣]", " ", summary.lower()).strip()
-        joined = " ".join(mecab().morphs(summary))
-        return list(itertools.chain(*[s.split() for s in [joined]]))
-
-    h, r = prep(hyp), prep(ref)
-    hc, rc = Counter(h), Counter(r)
-    overlap = sum(min(hc[g], rc[g]) for g in set(hc).intersection(set(rc)))
-    p = 0.0 if len(h) == 0 else overlap / len(h)
-    rr = 0.0 if len(r) == 0 else overlap / len(r)
-    return 0.0 if (rr == 0.0 or p == 0.0) else p * rr / ((1 - 0.5) * p + 0.5 * rr)
-
-
-def test_rouge1_equals_py_rouge_on_perturbed_golds(data_dir):
-    import random
-
-    from malpyeong_grpo.answer import parse_answer
-
-    reasons = [parse_answer(it.answer).reason for it in load_items(split_path("train", data_dir), True)][:80]
-    rng = random.Random(0)
-    for gold in reasons:
-        words = gold.split()
-        rng.shuffle(words)
-        for pred in (" ".join(words[: len(words) // 2]), gold.upper(), "\n".join(words), " ".join([gold] * 30)):
-            assert abs(rouge1_f(pred, gold) - _py_rouge_reference(pred, gold)) <= 1e-12
+from malpyeong_grpo.metrics import MetricSuite, metric_name, score
 
 
 # ---------------------------------------------------------------- aggregation (fixed learned metrics)
@@ -98,20 +35,6 @@ class FixedSuite(MetricSuite):
 
 
 OFFICIAL_NAMES = ("bertscore", "bleurt", "descriptive_avg", "final")
-
-
-def _numbers_under(value, names) -> list[str]:
-    """The paths in a JSON-like value where one of ``names`` is a key whose value is a number."""
-    found = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k in names and isinstance(v, int | float) and not isinstance(v, bool):
-                found.append(k)
-            found += [f"{k}/{p}" for p in _numbers_under(v, names)]
-    elif isinstance(value, list):
-        for v in value:
-            found += _numbers_under(v, names)
-    return found
 
 
 GOLDS = {
@@ -200,14 +123,12 @@ def test_ids_are_matched_not_positions():
     ]
 
 
-def test_threads_option_is_scoped(monkeypatch):
-    import torch
+def test_id_lists_are_cut_after_thirty():
+    assert metrics.id_list(["a", "b"]) == "a, b"
+    assert metrics.id_list([str(i) for i in range(32)]).endswith(", 29, ... (2 more)")
 
-    before = torch.get_num_threads()
-    seen = []
-    with metrics._torch_threads(1):
-        seen.append(torch.get_num_threads())
-    assert seen == [1] and torch.get_num_threads() == before
+
+def test_threads_setting(monkeypatch):
     monkeypatch.setenv("MALPYEONG_METRIC_THREADS", "1")
     assert MetricSuite().threads == 1 and MetricSuite(threads=3).threads == 3
     monkeypatch.delenv("MALPYEONG_METRIC_THREADS")
@@ -340,47 +261,3 @@ def test_official_bleurt_path(tmp_path):
     preds, refs = ["the cat", "고양이", "the cat"], ["the mat", "고양이가 앉았다", "the mat"]
     model, tok = load_bleurt(tmp_path)
     assert s.bleurt(preds, refs) == pytest.approx(bleurt_scores(model, tok, refs, preds), abs=1e-6)
-
-
-# ---------------------------------------------------------------- the command
-def test_score_command_on_dev_against_itself(data_dir, tmp_path, capsys):
-    from malpyeong_grpo.cli import main
-
-    dev = str(split_path("dev", data_dir))
-    out = tmp_path / "scores.json"
-    assert main(["score", "--pred", dev, "--gold", dev, "--out", str(out), "--device", "cpu"]) == 0
-    captured = capsys.readouterr()
-    assert "BERTScore stand-in" in captured.out and "BLEURT proxy" in captured.out
-    assert "final stand-in*" in captured.out and "descriptive avg stand-in*" in captured.out
-    assert "bertscore-standin: multilingual-e5-small" in captured.out
-    assert "bleurt-proxy: cosine of mean-pooled multilingual-e5-small embeddings" in captured.out
-    assert "note: BERTScore: no local bert-base-multilingual-cased checkpoint" in captured.err
-    res = json.loads(out.read_text(encoding="utf-8"))
-    assert res["exact_match"] == 1.0 and res["rouge_1"] == 1.0
-    assert res["n_items"] == 127 and res["n_reason_pairs"] == 126  # dev item 685 has no reason after the split
-    assert res["bertscore_standin"] == pytest.approx(1.0, abs=1e-5)
-    assert res["bleurt_proxy"] == pytest.approx(1.0, abs=1e-5)
-    assert res["final_standin"] == pytest.approx(1.0, abs=1e-5) and res["descriptive_avg_standin"] > 0.99999
-    assert res["final_official"] is False and len(res["items"]) == 127
-    assert _numbers_under(res, OFFICIAL_NAMES) == []  # no stand-in number under an official name, per item neither
-    row = next(line for line in captured.out.splitlines() if "100.00" in line)
-    assert row.count("100.00") == 6  # final, descriptive avg (stand-ins), EM, BLEURT proxy, BERTScore stand-in, ROUGE-1
-
-
-def test_score_command_errors_are_one_line(data_dir, tmp_path, capsys):
-    from malpyeong_grpo.cli import main
-
-    dev = split_path("dev", data_dir)
-    rows = json.loads(dev.read_text(encoding="utf-8"))[:3]
-    rows[1]["output"] = {"answer": 5}
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    assert main(["score", "--pred", str(bad), "--gold", str(dev)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {bad}: item 1 (id '{rows[1]['id']}'): 'output.answer' must be a string, got int"]
-    short = tmp_path / "short.json"
-    short.write_text(json.dumps(json.loads(dev.read_text(encoding="utf-8"))[:2], ensure_ascii=False), encoding="utf-8")
-    assert main(["score", "--pred", str(short), "--gold", str(dev), "--out", str(tmp_path / "s.json")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {short}: no prediction for 125 id(s) of {dev}: ")
-    assert not (tmp_path / "s.json").exists()

@@ -348,7 +348,7 @@ def test_every_reward_returns_a_finite_number_per_completion(name, cpu_rewards):
 @example(HUGE[0], HUGE[0])
 @example("\ud800가", "가\udfff")
 def test_rouge1_f_is_a_symmetric_fraction(pred, gold):
-    from malpyeong_grpo.metrics import morphs, rouge1_f
+    from malpyeong_grpo.rouge import morphs, rouge1_f
 
     value = rouge1_f(pred, gold)
     assert 0.0 <= value <= 1.0

@@ -14,7 +14,7 @@ from .files import DataError
 
 # verb -> (module, function taking argv and returning an exit code, one-line help)
 VERBS: dict[str, tuple[str, str, str]] = {
-    "score": ("metrics", "score_command", "score predictions against gold answers as the competition does"),
+    "score": ("score_cli", "score_command", "score predictions against gold answers as the competition does"),
     "train": ("train", "train_command", "GRPO training from a recipe (TRL GRPOTrainer)"),
     "sft": ("sft", "sft_command", "supervised warm start on the training split (TRL SFTTrainer)"),
     "demo": ("demo", "demo_command", "embedded default: SFT then GRPO on CPU in minutes, held-out scores per stage"),

@@ -19,32 +19,39 @@ The training stages get what the budget leaves after the measured evaluation tim
 step that would overrun its share. Outputs in ``--output_dir``: ``metrics.json``, ``metrics.txt``,
 ``learning_curve.png``, ``predictions_{before,sft,grpo}.json``, ``train_items.json`` / ``heldout_items.json``, and
 ``sft/`` / ``grpo/`` (log history and run record; the 1 GB checkpoints only with ``--keep_model``).
+
+This module runs the stages; the progress lines are ``demo_progress``'s, the results (intervals, table, curve,
+listing) ``demo_report``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import math
 import os
 import shutil
 import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .data import Item, holdout_split, load_items, sample_items, split_path, write_items
+from .demo_progress import Clock, mmss, quiet_trainer, say, stage_callback
+from .demo_report import (
+    EVAL_STAGES,
+    mean,
+    output_lines,
+    plot_learning_curve,
+    results_text,
+    score_rows,
+    size_of,
+    stage_changes,
+    stage_records,
+    task_scores,
+)
 from .files import DataError, atomic_write_text, write_json
 from .flags import flag
 
-STAGES = ("setup", "before", "SFT", "after SFT", "GRPO", "after GRPO", "results")
-EVAL_STAGES = {"before": "before", "sft": "after SFT", "grpo": "after GRPO"}
 GRPO_RECIPE = "demo-cpu.yaml"
 SFT_RECIPE = "sft-demo-cpu.yaml"
-CHANGES = (("sft", "before", "SFT"), ("grpo", "sft", "GRPO"), ("grpo", "before", "SFT + GRPO"))
-RESAMPLES = 2000
 SAVE_S = 15.0  # saving a 1 GB checkpoint and loading it for the evaluation that follows (reserved per stage)
 FINAL_S = 15.0  # results: table, intervals, PNG, clean-up
 MIN_TRAIN_S = 30.0
@@ -82,128 +89,6 @@ def demo_data(data_dir: str | None, eval_items: int, seed: int) -> tuple[list[It
         "heldout_ids": [it.id for it in held],
     }
     return train, held, info
-
-
-# ---------------------------------------------------------------- clock, progress lines
-
-
-def _mmss(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def bar(done: float, total: float, width: int = 20) -> str:
-    """``[███████░░░░░]``: the share ``done / total`` (clipped to 0..1)."""
-    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
-    full = int(round(frac * width))
-    return "[" + "█" * full + "░" * (width - full) + "]"
-
-
-class Clock:
-    """The demo's wall-clock budget: elapsed, left, and a status with a bar and the ETA of the whole demo."""
-
-    def __init__(self, seconds: float, now: Any = time.perf_counter):
-        self.now = now
-        self.start = now()
-        self.total = seconds
-
-    def elapsed(self) -> float:
-        return self.now() - self.start
-
-    def left(self) -> float:
-        return self.total - self.elapsed()
-
-    def status(self) -> str:
-        e = self.elapsed()
-        eta = f"ETA {_mmss(self.total - e)}" if e <= self.total else f"over budget by {_mmss(e - self.total)}"
-        return f"demo {bar(e, self.total, 12)} {_mmss(e)}/{_mmss(self.total)}, {eta}"
-
-
-def say(stage: str, text: str, clock: Clock | None = None) -> None:
-    """One progress line: ``[demo i/7 stage] text | demo bar elapsed/budget, ETA``."""
-    i = STAGES.index(stage) + 1
-    print(f"[demo {i}/{len(STAGES)} {stage}] {text}" + (f" | {clock.status()}" if clock else ""), flush=True)
-
-
-def step_line(kind: str, logs: Mapping[str, Any], names: Sequence[str], step_s: float) -> str:
-    """The readable line of one training step: SFT loss and token accuracy, or GRPO's weighted reward, the mean of
-    each reward it optimises and their mean within-group spread."""
-    if kind == "SFT":
-        parts = [f"loss {logs['loss']:.3f}"] if isinstance(logs.get("loss"), int | float) else []
-        acc = logs.get("mean_token_accuracy")
-        if isinstance(acc, int | float):
-            parts.append(f"token accuracy {acc:.3f}")
-    else:
-        parts = [f"reward {logs.get('reward', float('nan')):.3f}"]
-        means = [f"{n} {logs[f'rewards/{n}/mean']:.2f}" for n in names if f"rewards/{n}/mean" in logs]
-        if means:
-            parts.append(" ".join(means))
-        spreads = [logs[f"rewards/{n}/group_std"] for n in names if f"rewards/{n}/group_std" in logs]
-        if spreads:
-            parts.append(f"within-group spread {sum(spreads) / len(spreads):.3f}")
-    return f"step {logs.get('step', '?')} ({step_s:.1f} s): " + " | ".join(parts)
-
-
-def stage_callback(kind: str, deadline: float, clock: Clock, names: Sequence[str] = ()) -> Any:
-    """A TrainerCallback for one training stage: it stops training at the end of the step after which one more step
-    would pass ``deadline`` (seconds on ``clock``), and prints one line per logged step (instead of the trainer's
-    raw log dict) with the stage's time bar and the demo's ETA."""
-    from transformers import TrainerCallback
-
-    stage = STAGES[2] if kind == "SFT" else STAGES[4]
-
-    class Stage(TrainerCallback):
-        def __init__(self) -> None:
-            self.steps: list[float] = []
-            self.began = self.last = 0.0
-            self.stopped_by_budget = False
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.began = self.last = clock.elapsed()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            now = clock.elapsed()
-            self.steps.append(now - self.last)
-            self.last = now
-            per_step = sum(self.steps) / len(self.steps)
-            if now + per_step > deadline and state.global_step < state.max_steps:
-                self.stopped_by_budget = True
-                control.should_training_stop = True
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            if not logs or ("loss" not in logs and "reward" not in logs) or not state.log_history:
-                return
-            row = {**state.log_history[-1], **logs}
-            now = clock.elapsed()
-            span = max(deadline - self.began, now - self.began, 1e-9)
-            line = step_line(kind, row, names, self.steps[-1] if self.steps else 0.0)
-            line += f" | stage {bar(now - self.began, span, 10)} {now - self.began:.0f}/{span:.0f} s"
-            say(stage, line, clock)
-            if self.stopped_by_budget:
-                say(stage, f"stage budget reached after {state.global_step} steps", clock)
-
-    return Stage()
-
-
-@contextlib.contextmanager
-def quiet_trainer() -> Iterator[None]:
-    """While a trainer is built: no ``PrinterCallback`` (it prints each raw log dict; the stage callback prints a
-    readable line instead), no datasets progress bars."""
-    import datasets
-    import transformers.trainer as hf_trainer
-    from transformers import TrainerCallback
-
-    class Silent(TrainerCallback):
-        pass
-
-    saved = hf_trainer.PrinterCallback
-    hf_trainer.PrinterCallback = Silent  # type: ignore[misc]
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        hf_trainer.PrinterCallback = saved  # type: ignore[misc]
-        datasets.enable_progress_bars()
 
 
 # ---------------------------------------------------------------- evaluation (predict + evaluate's scoring)
@@ -251,183 +136,7 @@ def evaluate_model(
     }
 
 
-def task_scores(per_item: Mapping[str, Mapping[str, Any]], ids: Sequence[str]) -> list[float]:
-    """Per-item (EM + ROUGE-1) / 2, ROUGE-1 counting 0 for an item without a reason (as the rewards count it)."""
-    out = []
-    for i in ids:
-        row = per_item[i]
-        rouge = row.get("rouge_1")
-        out.append((float(row["exact_match"]) + (float(rouge) if isinstance(rouge, int | float) else 0.0)) / 2)
-    return out
-
-
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = 0) -> dict:
-    """Mean of ``b - a`` over paired items and its 95% percentile interval over ``resamples`` resamples of the items
-    (with replacement)."""
-    import numpy as np
-
-    diff = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "ci95": [float(lo), float(hi)], "n_items": len(diff), "resamples": resamples}
-
-
-def verdict(change: Mapping[str, Any], what: str) -> str:
-    """Words for a paired change: helped (interval above 0), made worse (below 0), or no measurable change."""
-    lo, hi = change["ci95"]
-    span = f"{change['mean']:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}]"
-    if lo > 0:
-        return f"{what} helped: held-out (EM + ROUGE-1)/2 {span}."
-    if hi < 0:
-        return f"{what} made the held-out answers WORSE: (EM + ROUGE-1)/2 {span}."
-    return f"{what} did not change the held-out answers measurably: (EM + ROUGE-1)/2 {span} includes 0."
-
-
-def score_rows(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[float | None]]]:
-    """(metric name, value per stage) for the table: the scorer's metrics in leaderboard order, under stand-in
-    names where a stand-in computed them, and the task score (EM + ROUGE-1) / 2."""
-    from .evaluate import METRIC_ORDER, _metrics
-
-    named = {k: _metrics(v["scores"]) for k, v in stages.items()}
-    order = ["exact_match", "rouge_1"] + [k for k in METRIC_ORDER if k not in ("exact_match", "rouge_1")]
-    keys = [k for k in order if any(k in m for m in named.values())]
-    rows = [(k, [named[s].get(k) for s in stages]) for k in keys]
-    rows.insert(2, ("(EM + ROUGE-1)/2", [_mean(v["task_scores"]) for v in stages.values()]))
-    return rows
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else 0.0
-
-
-def results_table(stages: Mapping[str, Mapping[str, Any]], title: str) -> str:
-    """The table of every stage's scores (a rich table rendered to text)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("metric", justify="left")
-    for stage in stages:
-        table.add_column(EVAL_STAGES[stage], justify="right")
-    for name, values in score_rows(stages):
-        table.add_row(name, *("–" if v is None else f"{v:.4f}" for v in values))
-    console = Console(record=True, width=110, file=io.StringIO())
-    console.print(table)
-    return console.export_text()
-
-
-# ---------------------------------------------------------------- learning curve
-
-
-def smooth(values: Sequence[float], window: int = 5) -> list[float]:
-    """Trailing moving average (the first points average what there is)."""
-    out = []
-    for i in range(len(values)):
-        part = values[max(0, i - window + 1) : i + 1]
-        out.append(sum(part) / len(part))
-    return out
-
-
-def plot_learning_curve(
-    sft_log: Sequence[Mapping[str, Any]],
-    grpo_log: Sequence[Mapping[str, Any]],
-    optimised: Sequence[str],
-    stage_rows: Sequence[tuple[str, list[float | None]]],
-    stage_names: Sequence[str],
-    path: Path,
-) -> list[str]:
-    """PNG in three panels: SFT loss per step; the rewards GRPO optimises (``optimised``, logged names) and their
-    weighted sum per step, raw points with a smoothed line; the held-out scores per stage (stand-ins labelled).
-    Return the GRPO series drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5), dpi=110, gridspec_kw={"width_ratios": [1, 1.6, 1.2]})
-    ax = axes[0]
-    pts = [(r["step"], r["loss"]) for r in sft_log if "step" in r and _finite(r.get("loss"))]
-    if pts:
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, "o", alpha=0.4, color="tab:blue", label="per step")
-        ax.plot(xs, smooth(ys), "-", lw=2, color="tab:blue", label="smoothed (5 steps)")
-        ax.legend(fontsize=8)
-    ax.set_title("SFT: training loss (answer tokens)")
-    ax.set_xlabel("SFT step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-
-    ax = axes[1]
-    drawn = []
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, key in enumerate(["reward", *[f"rewards/{name}/mean" for name in optimised]]):
-        pts = [(r["step"], r[key]) for r in grpo_log if "step" in r and _finite(r.get(key))]
-        if not pts:
-            continue
-        xs, ys = zip(*pts, strict=True)
-        label = "weighted sum (what GRPO maximises)" if key == "reward" else key.split("/")[1]
-        if "standin" in label or "proxy" in label:
-            label += " (stand-in)"
-        c = colors[n % len(colors)]
-        ax.plot(xs, ys, "o", alpha=0.35, color=c, ms=4)
-        ax.plot(xs, smooth(ys), "-", lw=2.5 if key == "reward" else 1.3, color=c, label=label)
-        drawn.append(key.split("/")[1] if key != "reward" else "reward")
-    ax.set_title("GRPO: rewards per step (points) and smoothed (lines)")
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("mean over the step's sampled completions")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7, loc="best")
-
-    ax = axes[2]
-    shown = [(k, v) for k, v in stage_rows if k in ("exact_match", "rouge_1", "(EM + ROUGE-1)/2") or "standin" in k]
-    shown += [(k, v) for k, v in stage_rows if k == "bleurt_proxy"]
-    x = range(len(stage_names))
-    for k, values in shown:
-        label = f"{k} (stand-in)" if ("standin" in k or "proxy" in k) else k
-        ys = [float("nan") if v is None else v for v in values]
-        style = "--" if "stand-in" in label else "-"
-        ax.plot(x, ys, marker="o", ls=style, lw=2.5 if k.startswith("(EM") else 1.2, label=label)
-    ax.set_xticks(list(x), list(stage_names))
-    ax.set_title("held-out scores per stage")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return drawn
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 # ---------------------------------------------------------------- outputs
-
-
-def size_of(path: Path) -> int:
-    """Bytes under ``path`` (a file or a folder)."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"
-
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors")
 
 
 def drop_weights(folder: Path) -> int:
@@ -439,13 +148,6 @@ def drop_weights(folder: Path) -> int:
         freed += size_of(p)
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return freed
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process (Linux: ru_maxrss in KiB), in GB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 # ---------------------------------------------------------------- the command
@@ -538,6 +240,7 @@ def demo_command(argv: list[str]) -> int:
     """``malpyeong-grpo demo [--data_dir DIR] [--output_dir DIR] [--minutes M] [-- GRPO overrides]``."""
     opts, extra = parse_demo_args(argv)
     clock = Clock(opts.minutes * 60)
+    from .profiler import peak_rss_gb
     from .speed import release_memory, tune_malloc
     from .trl_compat import reset_accelerator_state
 
@@ -592,7 +295,7 @@ def demo_command(argv: list[str]) -> int:
         s = res["scores"]
         say(
             stage,
-            f"EM {s['exact_match']:.3f}, ROUGE-1 {s['rouge_1']:.3f}, (EM + ROUGE-1)/2 {_mean(res['task_scores']):.3f} "
+            f"EM {s['exact_match']:.3f}, ROUGE-1 {s['rouge_1']:.3f}, (EM + ROUGE-1)/2 {mean(res['task_scores']):.3f} "
             f"({res['seconds_total']:.0f} s)",
             clock,
         )
@@ -653,21 +356,8 @@ def demo_command(argv: list[str]) -> int:
 
     # 7. results
     say("results", "table, intervals, learning curve", clock)
-    changes = {}
-    for b, a, what in CHANGES:
-        change = paired_bootstrap(stages[a]["task_scores"], stages[b]["task_scores"], seed=opts.seed)
-        change["verdict"] = verdict(change, what)
-        changes[f"{b}-{a}"] = change
-    title = f"{len(held)} held-out items of the {where}"
-    table = results_table(stages, title)
-    lines = [
-        table.rstrip(),
-        "Stand-ins: bertscore_standin, bleurt_proxy, descriptive_avg_standin and final_standin come from stand-in "
-        "encoders (no official BERTScore/BLEURT checkpoint on this machine); they are not the official metrics.",
-        f"Paired 95% bootstrap intervals ({RESAMPLES} resamples of the {len(held)} items), per-item (EM + ROUGE-1)/2:",
-    ]
-    lines += [f"  {changes[f'{b}-{a}']['verdict']}" for b, a, _ in CHANGES]
-    report = "\n".join(lines) + "\n"
+    changes = stage_changes(stages, opts.seed)
+    report = results_text(stages, changes, f"{len(held)} held-out items of the {where}", len(held))
     print(report, flush=True)
     atomic_write_text(out / "metrics.txt", report)
     stage_names = [EVAL_STAGES[k] for k in stages]
@@ -684,18 +374,7 @@ def demo_command(argv: list[str]) -> int:
     write_json(
         out / "metrics.json",
         {
-            "stages": {
-                k: {
-                    "scores": v["scores"],
-                    "task_score": _mean(v["task_scores"]),
-                    "task_scores": dict(zip(data_info["heldout_ids"], v["task_scores"], strict=True)),
-                    "items": v["items"],
-                    "repairs": v["repairs"],
-                    "generate_s": round(v["seconds"], 1),
-                    "seconds": v["seconds_total"],
-                }
-                for k, v in stages.items()
-            },
+            "stages": stage_records(stages, data_info["heldout_ids"]),
             "changes": changes,
             "data": data_info,
             "model": opts.model,
@@ -713,17 +392,8 @@ def demo_command(argv: list[str]) -> int:
             "kept_models": opts.keep_model,
         },
     )
-    say("results", f"done in {_mmss(timings['total_s'])} (budget {_mmss(clock.total)}), peak RSS {rss:.2f} GB", clock)
-    print(f"outputs in {out.resolve()}:")
-    for p in sorted(out.iterdir()):
-        print(f"  {p.name + ('/' if p.is_dir() else ''):<28} {human(size_of(p)):>10}")
-    if opts.keep_model:
-        kept = ", ".join(f"{d} ({human(size_of(d))})" for d in (sft_dir, grpo_dir))
-        print(f"  kept the trained checkpoints: {kept}")
-    else:
-        print(
-            f"  deleted the trained checkpoints ({', '.join(f'{k}/ {human(v)}' for k, v in freed.items())}); "
-            "--keep_model keeps them"
-        )
+    say("results", f"done in {mmss(timings['total_s'])} (budget {mmss(clock.total)}), peak RSS {rss:.2f} GB", clock)
+    for line in output_lines(out, (sft_dir, grpo_dir) if opts.keep_model else (), freed):
+        print(line)
     sys.stdout.flush()
     return 0

@@ -27,7 +27,7 @@ from .answer import parse_answer
 from .data import Item, load_items
 from .files import DataError, append_jsonl, check_outputs, lock_path, output_lock, read_jsonl, write_jsonl
 from .flags import flag
-from .metrics import unigram_f
+from .rouge import unigram_f
 from .rules import Rule, format_rule, load_rules, rule_segments
 from .text import mecab
 
