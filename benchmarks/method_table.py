@@ -4,7 +4,7 @@ intervals, and the paired comparison of GRPO (row e) against its SFT start (row 
 Each row's predictions come from one documented CLI command (ROWS below; README "The method table"); this script
 only scores what those commands wrote:
 
-    python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f]
+    python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f g]
 
 A row whose prediction file is missing is left out (and reported). BERTScore and BLEURT are the named stand-ins
 unless --bertscore_model / --bleurt_model give the official checkpoints; their names say which.
@@ -64,6 +64,12 @@ ROWS: dict[str, tuple[str, str]] = {  # row -> (name, the command that wrote run
         f"runs/method/grpo-rag {PRED} --shot_method similar --num_shots 1 --context_k 2 --rules rules.jsonl "
         "--retrieved retrieved_dev.jsonl --out runs/table/f/predictions.json (rules, labels, retrieval: "
         "docs/method.md)",
+    ),
+    "g": (
+        "longer SFT (all 560 training-part items, ~1.4 epochs, lr 1e-4, 1 similar shot), repair",
+        "malpyeong-grpo sft --config recipes/method/sft-long-gemma-270m-cpu.yaml --data_dir ../shared/data "
+        f"--output_dir runs/method/sft-long && malpyeong-grpo predict --model runs/method/sft-long {PRED} "
+        "--shot_method similar --num_shots 1 --out runs/table/g/predictions.json",
     ),
 }
 METRICS = ("exact_match", "rouge_1", "bertscore", "bleurt", "final")
@@ -156,7 +162,8 @@ def main() -> int:
         cells = [f"{names[m]} {point[m]:.3f} [{ci[m][0]:.3f}, {ci[m][1]:.3f}]" for m in METRICS]
         print(f"row {row}: " + ", ".join(cells))
     comparisons = {}
-    for a, b in (("d", "e"), ("b", "d"), ("c", "d"), ("a", "d"), ("e", "f"), ("b", "c")):
+    pairs = (("d", "e"), ("b", "d"), ("c", "d"), ("a", "d"), ("e", "f"), ("b", "c"), ("d", "g"), ("c", "g"), ("a", "g"))
+    for a, b in pairs:
         if a in qualities and b in qualities:
             comparisons[f"{b}-{a}"] = paired(qualities[a], qualities[b], args.resamples)
             print(f"paired (EM + ROUGE-1) / 2, row {b} - row {a}: {comparisons[f'{b}-{a}']}")

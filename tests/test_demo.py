@@ -78,7 +78,7 @@ def test_holdout_comes_from_training_data_never_dev(data_dir):
 
 def test_training_budget():
     sft, grpo = demo.training_budget(left=400, eval_s=50, share=0.5)
-    assert sft == grpo == pytest.approx((400 - 2 * 1.2 * 50 - demo.FINAL_S) / 2)
+    assert sft == grpo == pytest.approx((400 - 2 * demo.EVAL_MARGIN * 50 - demo.FINAL_S) / 2)
     assert demo.training_budget(left=10, eval_s=50, share=0.5) == (demo.MIN_TRAIN_S, demo.MIN_TRAIN_S)
 
 

@@ -55,6 +55,7 @@ SFT_RECIPE = "sft-demo-cpu.yaml"
 SAVE_S = 15.0  # saving a 1 GB checkpoint and loading it for the evaluation that follows (reserved per stage)
 FINAL_S = 15.0  # results: table, intervals, PNG, clean-up
 MIN_TRAIN_S = 30.0
+EVAL_MARGIN = 1.1  # an evaluation after training takes about this times the one before it (measured 0.9-1.3x)
 
 
 # ---------------------------------------------------------------- recipes and data
@@ -167,8 +168,8 @@ def parse_demo_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument(*flag("data_dir"), help="official data folder: train on its train split, score on a hold-out of it")
     p.add_argument(*flag("output_dir"), default="runs/demo", help="where the outputs go (default runs/demo)")
     p.add_argument("--model", default="embedded", help="model to start from (default: the embedded gemma-3-270m)")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of the whole demo (default 9)")
-    p.add_argument(*flag("sft_share"), type=float, default=0.8, help="SFT's share of the training time (default 0.8)")
+    p.add_argument("--minutes", type=float, default=9.5, help="wall-clock budget of the whole demo (default 9.5)")
+    p.add_argument(*flag("sft_share"), type=float, default=0.85, help="SFT's share of the training time (default 0.85)")
     p.add_argument(
         *flag("max_steps"), type=int, help="cap each training stage at this many steps (default: the recipes')"
     )
@@ -230,9 +231,9 @@ def stage_argv(
 
 
 def training_budget(left: float, eval_s: float, share: float) -> tuple[float, float]:
-    """(SFT seconds, GRPO seconds) of ``left`` seconds after reserving two more evaluations of ``eval_s`` (+20%)
+    """(SFT seconds, GRPO seconds) of ``left`` seconds after reserving two more evaluations of ``eval_s`` (x EVAL_MARGIN)
     and the results; each stage's seconds include its model load and save; at least MIN_TRAIN_S each."""
-    train = left - 2 * 1.2 * eval_s - FINAL_S
+    train = left - 2 * EVAL_MARGIN * eval_s - FINAL_S
     return max(MIN_TRAIN_S, share * train), max(MIN_TRAIN_S, (1 - share) * train)
 
 
@@ -331,7 +332,7 @@ def demo_command(argv: list[str]) -> int:
     script_args, grpo_args, model_args = grpo_cfg
     weights = grpo_args.reward_weights or [1.0] * len(script_args.reward_funcs)
     optimised = [rewards.logged_name(n) for n, w in zip(script_args.reward_funcs, weights, strict=True) if w]
-    grpo_deadline = clock.total - (1.2 * stages["sft"]["seconds_total"] + FINAL_S)
+    grpo_deadline = clock.total - (EVAL_MARGIN * stages["sft"]["seconds_total"] + FINAL_S)
     grpo_deadline = max(grpo_deadline, clock.elapsed() + MIN_TRAIN_S)
     say(
         "GRPO",
