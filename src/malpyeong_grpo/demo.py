@@ -231,8 +231,8 @@ def stage_argv(
 
 
 def training_budget(left: float, eval_s: float, share: float) -> tuple[float, float]:
-    """(SFT seconds, GRPO seconds) of ``left`` seconds after reserving two more evaluations of ``eval_s`` (x EVAL_MARGIN)
-    and the results; each stage's seconds include its model load and save; at least MIN_TRAIN_S each."""
+    """(SFT seconds, GRPO seconds) of ``left`` seconds after reserving two more evaluations of ``eval_s`` (times
+    EVAL_MARGIN) and the results; each stage's seconds include its model load and save; at least MIN_TRAIN_S each."""
     train = left - 2 * EVAL_MARGIN * eval_s - FINAL_S
     return max(MIN_TRAIN_S, share * train), max(MIN_TRAIN_S, (1 - share) * train)
 
