@@ -340,7 +340,7 @@ def test_every_reward_returns_a_finite_number_per_completion(name, cpu_rewards):
     check()
 
 
-# --- the scorer: metrics.rouge1_f and metrics.score ----------------------------------------------------------------
+# --- the scorer: rouge.rouge1_f and metrics.score ----------------------------------------------------------------
 
 
 @FAST

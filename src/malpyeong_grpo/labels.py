@@ -4,7 +4,7 @@
   lowers the model's perplexity of the gold answer, PPL(answer | question, rule) against PPL(answer | question),
   with teacher-forced log-probs of the answer tokens only; the rule with the largest drop is the label. Rows are
   appended to a JSONL cache as they are computed, so an interrupted run resumes where it stopped.
-* Lexical, cheap and model-free: each rule scores the best IDF-weighted ROUGE-1 F (``metrics.unigram_f``) between
+* Lexical, cheap and model-free: each rule scores the best IDF-weighted ROUGE-1 F (``rouge.unigram_f``) between
   the gold reason and one of the rule's segments (``rules.rule_segments``: a statement line, or a statement with its
   examples), over Mecab content morphemes, plus 0.3 x the share of the terms quoted in the reason that the rule
   contains and 0.3 x the share of the reason's bracketed phonetic symbols ([ə]) that the rule names; the

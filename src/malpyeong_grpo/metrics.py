@@ -68,7 +68,7 @@ class MetricSuite:
         batch_size: int = 64,
         threads: int | None = None,
     ):
-        from . import e5 as encoders
+        from . import e5 as e5_module
 
         self.device = device or _default_device()
         self.batch_size = batch_size
@@ -79,13 +79,13 @@ class MetricSuite:
         self.notes: list[str] = []
         bertscore_model = bertscore_model or os.environ.get(ENV_BERTSCORE) or None
         bleurt_model = bleurt_model or os.environ.get(ENV_BLEURT) or None
-        e5 = f"{encoders.E5_NAME} ({encoders.E5_SOURCE})"
+        e5 = f"{e5_module.E5_NAME} ({e5_module.E5_SOURCE})"
         if bertscore_model:
             path = _check_folder(bertscore_model, "BERTScore")
             bs = EncoderInfo(BERTSCORE_OFFICIAL, path, True, f"bertscore: {BERTSCORE_OFFICIAL} layer {BERTSCORE_LAYER}")
         else:
             bs = EncoderInfo(
-                e5, str(encoders.e5_folder()), False, f"bertscore-standin: {encoders.E5_NAME} (last layer)"
+                e5, str(e5_module.e5_folder()), False, f"bertscore-standin: {e5_module.E5_NAME} (last layer)"
             )
             self.notes.append(
                 f"BERTScore: no local {BERTSCORE_OFFICIAL} checkpoint (--bertscore-model or ${ENV_BERTSCORE}); "
@@ -97,9 +97,9 @@ class MetricSuite:
         else:
             bl = EncoderInfo(
                 e5,
-                str(encoders.e5_folder()),
+                str(e5_module.e5_folder()),
                 False,
-                f"bleurt-proxy: cosine of mean-pooled {encoders.E5_NAME} embeddings",
+                f"bleurt-proxy: cosine of mean-pooled {e5_module.E5_NAME} embeddings",
             )
             self.notes.append(
                 f"BLEURT: no local {BLEURT_OFFICIAL} checkpoint (--bleurt-model or ${ENV_BLEURT}); "
