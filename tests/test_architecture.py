@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 LAYERS: list[tuple[str, set[str]]] = [
     (
         "core",
-        {"files", "data", "text", "answer", "prompts", "models", "lm", "shots", "repair", "rules", "flags", "tables"},
+        {"files", "data", "text", "answer", "prompts", "models", "shapes", "lm", "shots", "repair", "rules", "flags"}
+        | {"tables"},
     ),
     ("scoring", {"e5", "bleurt", "rouge", "embedding_cache", "metrics"}),
     ("rag", {"query", "retrievers", "learned", "retrieval", "contexts", "labels"}),

@@ -9,7 +9,8 @@ import pytest
 
 from malpyeong_grpo.cli import main
 from malpyeong_grpo.files import DataError
-from malpyeong_grpo.plan import KNOWN_MODELS, ModelShape, budget, find_config, plan_command, read_recipe
+from malpyeong_grpo.plan import budget, plan_command, read_recipe
+from malpyeong_grpo.shapes import KNOWN_MODELS, ModelShape, find_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from tiny import LenSuite
 
-from malpyeong_grpo import plan, rewards, train
+from malpyeong_grpo import plan, rewards, shapes, train
 from malpyeong_grpo.configs import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def tiny_model_of(model_name: str, out: Path) -> Path:
 
     make_tiny_model(out)  # writes the tokenizer (and a gemma model, replaced below)
     tok = AutoTokenizer.from_pretrained(out)
-    real = plan.KNOWN_MODELS[model_name]
+    real = shapes.KNOWN_MODELS[model_name]
     config = AutoConfig.for_model(
         real["model_type"],
         vocab_size=len(tok),
@@ -103,15 +103,15 @@ def test_header_holds_the_current_plan_and_names_rewards_and_loss(recipe):
 def test_plan_knows_the_recipes_architectures():
     """Parameter counts from the shipped numbers: Midm-2.0-Base 11.5B (48 layers), kanana-1.5 8B, Qwen3-8B 8.2B."""
     counts = {
-        name: plan.ModelShape.from_config(plan.KNOWN_MODELS[name], name).total_params for name in plan.KNOWN_MODELS
+        name: shapes.ModelShape.from_config(config, name).total_params for name, config in shapes.KNOWN_MODELS.items()
     }
     assert 11.4e9 < counts["K-intelligence/Midm-2.0-Base-Instruct"] < 11.6e9
     assert 7.9e9 < counts["kakaocorp/kanana-1.5-8b-instruct-2505"] < 8.1e9
     assert 8.1e9 < counts["Qwen/Qwen3-8B"] < 8.3e9
-    assert set(plan.MODEL_SOURCES) == set(plan.KNOWN_MODELS)
+    assert set(shapes.MODEL_SOURCES) == set(shapes.KNOWN_MODELS)
     for recipe in [*REAL_RUNS, *SFT_RECIPES]:
         r = plan.read_recipe(RECIPES / recipe)
-        assert r.model.model_name_or_path in plan.KNOWN_MODELS, recipe
+        assert r.model.model_name_or_path in shapes.KNOWN_MODELS, recipe
 
 
 def test_plan_prints_both_generation_paths_for_24gb(capsys):
