@@ -169,7 +169,7 @@ def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = Tr
     parser = TrlParser((ScriptArguments, config_class, ModelConfig), prog=prog)
     _order_help(parser, config_class, ModelConfig)
     argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
-    if not _has_accelerator():
+    if not has_accelerator():
         parser.set_defaults(bf16=False)  # TRL defaults to bf16, which a CPU-only machine refuses; a recipe may say so
     where = "arguments"
     if "--config" in argv:
@@ -326,13 +326,14 @@ def _check_extras(where: str, config: Any, model_args: Any) -> None:
     if model_args.load_in_4bit or model_args.load_in_8bit:
         if find_spec("bitsandbytes") is None:
             problems.append(f"{where}: load_in_4bit/load_in_8bit need bitsandbytes (pip install -e .[gpu])")
-        elif not _has_accelerator():
+        elif not has_accelerator():
             problems.append(f"{where}: load_in_4bit/load_in_8bit need a GPU")
     if problems:
         raise DataError(problems)
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """Whether torch sees a CUDA or XPU device (else training runs on the CPU)."""
     import torch
 
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())

@@ -212,9 +212,9 @@ def precision_argv(precision: str) -> list[str]:
     for it); float32 leaves the recipe as it is."""
     if precision != "bfloat16":
         return []
-    import torch
+    from .configs import has_accelerator
 
-    return ["--bf16", "true"] + ([] if torch.cuda.is_available() else ["--use_cpu", "true"])
+    return ["--bf16", "true"] + ([] if has_accelerator() else ["--use_cpu", "true"])
 
 
 def stage_argv(

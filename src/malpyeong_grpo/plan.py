@@ -74,11 +74,11 @@ def read_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     """Parse a recipe as ``sft`` does when its name starts with 'sft' (the project's convention), else as ``train``
     (GRPO) does; the other kind when the file holds fields of the other kind only. ``overrides`` (``--field value``
     strings) apply; optional packages and the GPU are not required here."""
-    from .configs import _has_accelerator, parse_args
+    from .configs import has_accelerator, parse_args
     from .trainer import MalpyeongGRPOConfig, MalpyeongSFTConfig
 
     argv = ["--config", str(path), *overrides]
-    if not _has_accelerator():
+    if not has_accelerator():
         argv += ["--use_cpu", "true"]  # TrainingArguments refuses bf16 without a GPU; plan only reads the fields
     kinds = [MalpyeongGRPOConfig, MalpyeongSFTConfig]
     if Path(path).name.startswith("sft"):

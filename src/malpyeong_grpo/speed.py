@@ -28,38 +28,39 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
-    """glibc malloc: serve blocks of ``mmap_threshold`` bytes and more with mmap (returned to the OS when freed,
-    instead of the dynamic threshold that grows up to 32 MB and keeps freed tensors in the heap) and cap the number
-    of arenas. Lowers the peak RSS of a training step; a no-op (False) without glibc."""
+def _libc() -> Any:
+    """The C library (``ctypes.CDLL``), or None where it cannot be found or loaded."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def tune_malloc(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
+    """glibc malloc: serve blocks of ``mmap_threshold`` bytes and more with mmap (returned to the OS when freed,
+    instead of the dynamic threshold that grows up to 32 MB and keeps freed tensors in the heap) and cap the number
+    of arenas. Lowers the peak RSS of a training step; a no-op (False) without glibc."""
+    libc = _libc()
+    try:
         m_mmap_threshold, m_arena_max = -3, -8
         return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(libc.mallopt(m_arena_max, arenas))
-    except (OSError, AttributeError):
+    except AttributeError:  # no C library, or one without mallopt
         return False
 
 
 def release_memory() -> None:
     """Collect garbage and hand the heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere only the
     collection): between the stages of one process, so that a stage's peak does not stay resident after it."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        if name:
-            ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def freeze_embeddings(model: Any) -> int:
