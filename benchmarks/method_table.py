@@ -1,10 +1,10 @@
 """The method table on dev: each row's prediction file scored once with the official logic, with 95% bootstrap
-intervals, and the paired comparison of GRPO (row e) against its SFT start (row d).
+intervals, and paired comparisons (GRPO rows e and h against their SFT starts d and g, and more).
 
 Each row's predictions come from one documented CLI command (ROWS below; README "The method table"); this script
 only scores what those commands wrote:
 
-    python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f g]
+    python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f g h]
 
 A row whose prediction file is missing is left out (and reported). BERTScore and BLEURT are the named stand-ins
 unless --bertscore_model / --bleurt_model give the official checkpoints; their names say which.
@@ -66,10 +66,17 @@ ROWS: dict[str, tuple[str, str]] = {  # row -> (name, the command that wrote run
         "docs/method.md)",
     ),
     "g": (
-        "longer SFT (all 560 training-part items, ~1.4 epochs, lr 1e-4, 1 similar shot), repair",
+        "longer SFT (all 560 training-part items, 50 steps of 8, lr 1e-4, 1 similar shot), repair",
         "malpyeong-grpo sft --config recipes/method/sft-long-gemma-270m-cpu.yaml --data_dir ../shared/data "
         f"--output_dir runs/method/sft-long && malpyeong-grpo predict --model runs/method/sft-long {PRED} "
         "--shot_method similar --num_shots 1 --out runs/table/g/predictions.json",
+    ),
+    "h": (
+        "longer SFT + GRPO with the overlong reward (1 similar shot), repair",
+        "malpyeong-grpo train --config recipes/method/grpo-long-gemma-270m-cpu.yaml --data_dir ../shared/data "
+        "--model_name_or_path runs/method/sft-long --output_dir runs/method/grpo-long && malpyeong-grpo predict "
+        f"--model runs/method/grpo-long {PRED} --shot_method similar --num_shots 1 --out runs/table/h/predictions.json "
+        "(or all of g and h: bash benchmarks/reproduce_method.sh)",
     ),
 }
 METRICS = ("exact_match", "rouge_1", "bertscore", "bleurt", "final")
@@ -162,7 +169,10 @@ def main() -> int:
         cells = [f"{names[m]} {point[m]:.3f} [{ci[m][0]:.3f}, {ci[m][1]:.3f}]" for m in METRICS]
         print(f"row {row}: " + ", ".join(cells))
     comparisons = {}
-    pairs = (("d", "e"), ("b", "d"), ("c", "d"), ("a", "d"), ("e", "f"), ("b", "c"), ("d", "g"), ("c", "g"), ("a", "g"))
+    pairs = (
+        ("d", "e"), ("b", "d"), ("c", "d"), ("a", "d"), ("e", "f"), ("b", "c"), ("d", "g"), ("c", "g"), ("a", "g"),
+        ("g", "h"), ("a", "h"),
+    )  # fmt: skip
     for a, b in pairs:
         if a in qualities and b in qualities:
             comparisons[f"{b}-{a}"] = paired(qualities[a], qualities[b], args.resamples)

@@ -64,12 +64,13 @@ def test_names_are_what_trl_logs(monkeypatch):
     standin = [f.__name__ for f in rewards.get_rewards(list(rewards.REWARDS), rewards.PairScorer())]
     assert standin == [
         "format", "exact_match", "answer_similarity", "choice", "rouge_1",
-        "bertscore_standin", "bleurt_proxy", "final_standin", "rule",
+        "bertscore_standin", "bleurt_proxy", "final_standin", "rule", "overlong",
     ]  # fmt: skip
     assert "bertscore -> bertscore_standin" in rewards.standin_note(["format", "bertscore"], rewards.PairScorer())
     assert rewards.standin_note(["format", "rouge_1"], rewards.PairScorer()) is None
     assert list(rewards.REWARDS) == [
         "format", "exact_match", "answer_similarity", "choice", "rouge_1", "bertscore", "bleurt", "final", "rule",
+        "overlong",
     ]  # fmt: skip
     with pytest.raises(DataError, match="unknown reward"):
         rewards.get_rewards(["format", "accuracy"])
@@ -258,3 +259,20 @@ def test_group_std_is_within_groups():
     reward = rewards.get_rewards(["exact_match"], rewards.PairScorer())[0]
     reward(["p", "p"], ['"밥을 먹었다."가 옳다. 이유.', "x"], answer=[SENT_GOLD] * 2)
     assert reward.group_std == [pytest.approx(0.5)]
+
+
+def test_overlong_punishes_only_the_soft_zone():
+    """Limit 10, soft zone 4: up to 6 tokens 0; 8 tokens (6 - 8) / 4 = -0.5; 10 tokens (cut at the limit) -1."""
+    ids = [[1] * 3, [1] * 6, [1] * 8, [1] * 10]
+    got = rewards.overlong_reward(["p"] * 4, ["x"] * 4, completion_ids=ids, max_completion_length=10, overlong_cache=4)
+    assert got == [0.0, 0.0, -0.5, -1.0]
+    assert rewards.overlong_reward(["p"], ["x"], completion_ids=[[1] * 50]) == [0.0]  # no limit: no punishment
+    assert rewards.overlong_reward(["p"], ["x"], max_completion_length=10, overlong_cache=4) == [0.0]  # no ids
+
+
+def test_get_rewards_binds_the_runs_settings():
+    """The limit and soft zone given to get_rewards reach overlong on every call, beside TRL's columns."""
+    params = {"max_completion_length": 8, "overlong_cache": 4}
+    reward = rewards.get_rewards(["overlong"], rewards.PairScorer(), params)[0]
+    assert reward(["p", "p"], ["a", "b"], completion_ids=[[1] * 2, [1] * 7]) == [0.0, -0.75]
+    assert reward.group_std == [pytest.approx(0.375)]

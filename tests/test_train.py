@@ -159,7 +159,7 @@ def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_pat
     monkeypatch.setattr(train, "rule_contexts", fake_contexts)
     rules = tmp_path / "rules.jsonl"
     rules.write_text("{}\n", encoding="utf-8")
-    names = list(rewards.REWARDS)  # the nine rewards and 'length'
+    names = list(rewards.REWARDS)  # the ten rewards and 'length'
     out = tmp_path / "run"
     argv = tiny_argv(tiny_model_dir, out, "--max_steps", "3", "--save_strategy", "no", "--rules_file", str(rules))
     argv += ["--reward_funcs", *names, "--reward_weights", *["1"] * len(names)]
@@ -176,6 +176,8 @@ def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_pat
         logged = rewards.logged_name(name, rewards.PairScorer())
         assert all(f"rewards/{logged}/mean" in r and f"rewards/{logged}/group_std" in r for r in steps), logged
     assert not any("rewards/bertscore/mean" in r or "rewards/final/mean" in r for r in steps)
+    # overlong sees TRL's completion_ids and the run's limit: never a bonus
+    assert all(r["rewards/overlong/mean"] <= 0 for r in steps)
     assert any(r["grad_norm"] > 0 for r in steps)
     after = trainer.model.state_dict()
     embed = "model.embed_tokens.weight"

@@ -89,8 +89,15 @@ class ScriptArguments:
     reward_funcs: list[str] = field(
         default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={
-            "help": "Reward functions (format exact_match rouge_1 bertscore bleurt final rule); weights come "
-            "from --reward_weights in the same order."
+            "help": "Reward functions (format exact_match answer_similarity choice rouge_1 bertscore bleurt final "
+            "rule overlong); weights come from --reward_weights in the same order."
+        },
+    )
+    overlong_cache: int = field(
+        default=48,
+        metadata={
+            "help": "The overlong reward's soft zone: completions longer than max_completion_length minus this "
+            "many tokens are punished linearly, down to -1 at the limit (DAPO)."
         },
     )
     bertscore_model: str | None = field(
@@ -129,6 +136,8 @@ class ScriptArguments:
             problems.append(f"{where}: num_shots must be >= 0, got {self.num_shots}")
         if self.task_eval_items < 0 or self.task_eval_max_new_tokens < 1:
             problems.append(f"{where}: task_eval_items must be >= 0 and task_eval_max_new_tokens >= 1")
+        if self.overlong_cache < 0:
+            problems.append(f"{where}: overlong_cache must be >= 0, got {self.overlong_cache}")
         if self.num_contexts < 1:
             problems.append(f"{where}: num_contexts must be at least 1, got {self.num_contexts}")
         if self.shot_method not in ("random", "similar"):

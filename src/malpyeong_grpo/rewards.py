@@ -1,13 +1,14 @@
 """The competition's metrics, and dense rewards for the answer, as TRL reward functions.
 
 ``REWARDS`` is the registry (as open-r1's): ``format``, ``exact_match``, ``answer_similarity``, ``choice``,
-``rouge_1``, ``bertscore``, ``bleurt``, ``final`` and ``rule``; each is ``f(prompts, completions, **columns) ->
-list[float]``. ``get_rewards(names, scorer)`` builds the callables a trainer gets: each carries the name TRL logs as
-``rewards/<name>/mean``, and a metric computed by a stand-in encoder says so (``bertscore_standin``,
-``bleurt_proxy``, ``final_standin``). The gold answer comes from the dataset column ``answer``; ``choice`` reads
-``question`` and ``question_type``; ``rule`` reads ``gold_rule``, ``gold_rule_id`` and ``rule_ids``. A completion is
-cut with ``prompts.extract_answer`` and at its first line break (the answer is one line, as at inference) and split
-as the official scorer splits it. The encoders are the scorer's (``metrics.get_suite``, loaded once per process)
+``rouge_1``, ``bertscore``, ``bleurt``, ``final``, ``rule`` and ``overlong``; each is ``f(prompts, completions,
+**columns) -> list[float]``. ``get_rewards(names, scorer, params)`` builds the callables a trainer gets: each
+carries the name TRL logs as ``rewards/<name>/mean``, and a metric computed by a stand-in encoder says so
+(``bertscore_standin``, ``bleurt_proxy``, ``final_standin``). The gold answer comes from the dataset column
+``answer``; ``choice`` reads ``question`` and ``question_type``; ``rule`` reads ``gold_rule``, ``gold_rule_id`` and
+``rule_ids``; ``overlong`` reads TRL's ``completion_ids`` and the run's length limit. A completion is cut with
+``prompts.extract_answer`` and at its first line break (the answer is one line, as at inference) and split as the
+official scorer splits it. The encoders are the scorer's (``metrics.get_suite``, loaded once per process)
 behind a ``PairScorer``: all completions of a step go to them in one batch, and every (prediction, reference) pair is
 scored once, so ``final`` reuses what ``rouge_1``, ``bertscore`` and ``bleurt`` computed in the same step. A reward
 never raises on any text: it returns a number.
@@ -341,6 +342,25 @@ def rule_reward(
     return out
 
 
+def overlong_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    max_completion_length: int = 0,
+    overlong_cache: int = 0,
+    **kwargs: Any,
+) -> list[float]:
+    """DAPO's soft overlong punishment (TRL's ``get_soft_overlong_punishment``) on the completion's token count: 0 up
+    to ``max_completion_length - overlong_cache`` tokens, then falling linearly to -1 at the limit. 0 for every
+    completion without a limit or without TRL's ``completion_ids`` column."""
+    if max_completion_length <= 0 or completion_ids is None:
+        return [0.0] * len(completions)
+    from trl.rewards import get_soft_overlong_punishment
+
+    punish = get_soft_overlong_punishment(max_completion_length, min(max(overlong_cache, 0), max_completion_length))
+    return [float(v) for v in punish([list(ids) for ids in completion_ids])]
+
+
 REWARDS: dict[str, RewardFunc] = {
     "format": format_reward,
     "exact_match": exact_match_reward,
@@ -351,6 +371,7 @@ REWARDS: dict[str, RewardFunc] = {
     "bleurt": bleurt_reward,
     "final": final_reward,
     "rule": rule_reward,
+    "overlong": overlong_reward,
 }
 for _name, _func in REWARDS.items():
     _func.__name__ = _name  # direct calls and old scripts see the registry name; __qualname__ stays (pickling)
@@ -366,15 +387,16 @@ def logged_name(name: str, scorer: PairScorer | None = None) -> str:
 class NamedReward:
     """A registry reward bound to one scorer, carrying the name TRL logs (``__name__``); picklable."""
 
-    def __init__(self, name: str, func: RewardFunc, scorer: PairScorer):
+    def __init__(self, name: str, func: RewardFunc, scorer: PairScorer, params: dict[str, Any] | None = None):
         self.name = name
         self.func = func
         self.scorer = scorer
+        self.params = dict(params or {})  # fixed keyword arguments from the run's settings (e.g. the length limit)
         self.__name__ = logged_name(name, scorer)
         self.group_std: list[float] = []  # per call: the mean within-group standard deviation (``group_std``)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        values = self.func(prompts, completions, scorer=self.scorer, **columns)
+        values = self.func(prompts, completions, scorer=self.scorer, **{**columns, **self.params})
         self.group_std.append(group_std(prompts, values))
         return values
 
@@ -394,16 +416,19 @@ def group_std(prompts: Sequence[Any], values: Sequence[float]) -> float:
     return sum(stds) / len(stds) if stds else 0.0
 
 
-def get_rewards(names: Sequence[str], scorer: PairScorer | None = None) -> list[NamedReward]:
-    """The reward functions named, in order, bound to ``scorer`` (default: the default scorer); an unknown name
-    raises DataError."""
+def get_rewards(
+    names: Sequence[str], scorer: PairScorer | None = None, params: dict[str, Any] | None = None
+) -> list[NamedReward]:
+    """The reward functions named, in order, bound to ``scorer`` (default: the default scorer) and to ``params``
+    (keyword arguments every call gets, e.g. ``max_completion_length`` and ``overlong_cache`` for ``overlong``); an
+    unknown name raises DataError."""
     from .files import DataError
 
     unknown = [n for n in names if n not in REWARDS]
     if unknown:
         raise DataError([f"unknown reward(s) {', '.join(unknown)} (known: {', '.join(REWARDS)})"])
     scorer = scorer or _default_scorer
-    return [NamedReward(n, REWARDS[n], scorer) for n in names]
+    return [NamedReward(n, REWARDS[n], scorer, params) for n in names]
 
 
 def standin_note(names: Sequence[str], scorer: PairScorer | None = None) -> str | None:

@@ -282,7 +282,8 @@ def make_trainer(
     note = rewards.standin_note(args.reward_funcs, scorer)
     if note and training_args.process_index == 0:
         logger.warning(note)
-    funcs = rewards.get_rewards(args.reward_funcs, scorer)
+    params = {"max_completion_length": training_args.max_completion_length, "overlong_cache": args.overlong_cache}
+    funcs = rewards.get_rewards(args.reward_funcs, scorer, params)
     trainer = trainer_class(
         model=model,
         reward_funcs=funcs,
