@@ -68,6 +68,13 @@ def test_every_method_recipe_parses_to_its_values(recipe, tmp_path, monkeypatch)
         assert 0 < script.overlong_cache < config.max_completion_length
 
 
+def test_overlong_zone_must_lie_inside_the_limit():
+    argv = ["--config", str(RECIPES / "method" / "grpo-long-gemma-270m-cpu.yaml"), "--max_completion_length", "32"]
+    with pytest.raises(DataError, match="overlong_cache \\(48\\) must be below max_completion_length \\(32\\)"):
+        parse_args(argv, GRPOConfig, "t")
+    assert parse_args([*argv, "--overlong_cache", "8"], GRPOConfig, "t")[0].overlong_cache == 8
+
+
 def test_qwen_recipe_is_the_original_design():
     _, cfg, model = parse_args(
         ["--config", str(RECIPES / "qwen2-0.5b-instruct.yaml"), "--bf16", "false"], GRPOConfig, "t"

@@ -162,7 +162,7 @@ def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_pat
     names = list(rewards.REWARDS)  # the ten rewards and 'length'
     out = tmp_path / "run"
     argv = tiny_argv(tiny_model_dir, out, "--max_steps", "3", "--save_strategy", "no", "--rules_file", str(rules))
-    argv += ["--reward_funcs", *names, "--reward_weights", *["1"] * len(names)]
+    argv += ["--reward_funcs", *names, "--reward_weights", *["1"] * len(names), "--overlong_cache", "4"]
     args, targs, margs = parse_args(argv, GRPOConfig, "t")
     before = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).state_dict().items()}
 
@@ -176,8 +176,9 @@ def test_grpo_steps_move_parameters_and_log_every_reward(tiny_model_dir, tmp_pat
         logged = rewards.logged_name(name, rewards.PairScorer())
         assert all(f"rewards/{logged}/mean" in r and f"rewards/{logged}/group_std" in r for r in steps), logged
     assert not any("rewards/bertscore/mean" in r or "rewards/final/mean" in r for r in steps)
-    # overlong sees TRL's completion_ids and the run's limit: never a bonus
-    assert all(r["rewards/overlong/mean"] <= 0 for r in steps)
+    # overlong sees TRL's completion_ids and the run's limit (12 tokens, punished from 8): the random model's
+    # completions run into the zone, and it is never a bonus
+    assert all(r["rewards/overlong/mean"] <= 0 for r in steps) and any(r["rewards/overlong/mean"] < 0 for r in steps)
     assert any(r["grad_norm"] > 0 for r in steps)
     after = trainer.model.state_dict()
     embed = "model.embed_tokens.weight"

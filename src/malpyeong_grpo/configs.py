@@ -209,6 +209,14 @@ def parse_args(argv: list[str], config_class: type, prog: str, extras: bool = Tr
                 f"reward_funcs ({', '.join(script_args.reward_funcs)})"
             ]
         )
+    limit = getattr(config, "max_completion_length", None)
+    if "overlong" in script_args.reward_funcs and limit is not None and script_args.overlong_cache >= limit:
+        raise DataError(
+            [
+                f"{where}: overlong_cache ({script_args.overlong_cache}) must be below max_completion_length "
+                f"({limit}), or every completion is punished"
+            ]
+        )
     return script_args, config, model_args
 
 
