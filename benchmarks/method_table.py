@@ -4,7 +4,7 @@ intervals, and paired comparisons (GRPO rows e and h against their SFT starts d 
 Each row's predictions come from one documented CLI command (ROWS below; README "The method table"); this script
 only scores what those commands wrote:
 
-    python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f g h]
+    python benchmarks/method_table.py --runs-dir runs/table [--rows a b c d e f g h i]
 
 A row whose prediction file is missing is left out (and reported). BERTScore and BLEURT are the named stand-ins
 unless --bertscore_model / --bleurt_model give the official checkpoints; their names say which.
@@ -77,6 +77,14 @@ ROWS: dict[str, tuple[str, str]] = {  # row -> (name, the command that wrote run
         "--model_name_or_path runs/method/sft-long --output_dir runs/method/grpo-long && malpyeong-grpo predict "
         f"--model runs/method/grpo-long {PRED} --shot_method similar --num_shots 1 --out runs/table/h/predictions.json "
         "(or all of g and h: bash benchmarks/reproduce_method.sh)",
+    ),
+    "i": (
+        "longer SFT + GRPO, cut completions learn their overlong penalty, lr 1e-5 (1 similar shot), repair",
+        "malpyeong-grpo train --config recipes/method/grpo-long-gemma-270m-cpu.yaml --data_dir ../shared/data "
+        "--model_name_or_path runs/method/sft-long --output_dir runs/method/grpo-long-i --mask_truncated_completions "
+        "false --learning_rate 1e-5 --max_steps 20 --eval_steps 20 --save_steps 20 --eval_on_start false && "
+        f"malpyeong-grpo predict --model runs/method/grpo-long-i {PRED} --shot_method similar --num_shots 1 "
+        "--out runs/table/i/predictions.json",
     ),
 }
 METRICS = ("exact_match", "rouge_1", "bertscore", "bleurt", "final")
@@ -171,7 +179,7 @@ def main() -> int:
     comparisons = {}
     pairs = (
         ("d", "e"), ("b", "d"), ("c", "d"), ("a", "d"), ("e", "f"), ("b", "c"), ("d", "g"), ("c", "g"), ("a", "g"),
-        ("g", "h"), ("a", "h"),
+        ("g", "h"), ("a", "h"), ("g", "i"), ("h", "i"),
     )  # fmt: skip
     for a, b in pairs:
         if a in qualities and b in qualities:

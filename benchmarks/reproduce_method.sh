@@ -3,8 +3,8 @@
 # CPU: the method table's rows g (longer SFT) and h (GRPO from it); README "The method table". Resumable: a finished
 # stage is skipped, an interrupted training resumes from its last complete checkpoint, prediction from its cache.
 #   bash benchmarks/reproduce_method.sh [DATA_DIR (default ../shared/data)] [OUT (default runs/method)]
-# Measured on the 2-core CPU box (docs/method.md): SFT 25 min, GRPO about 30 min, each dev prediction 7 min, the test
-# set about 25 min.
+# Measured on a fresh clone on the 2-core CPU box (docs/method.md, benchmarks/results/reproduce_method.json): SFT 20 min,
+# GRPO 31 min, each dev prediction 6 min, the 498 test items 20.5 min; 84 min in all.
 set -euo pipefail
 D=${1:-../shared/data}
 OUT=${2:-runs/method}
@@ -16,7 +16,7 @@ stage() { echo "[$(date -u +%H:%M:%S)] $*"; }
 resume() { ls -d "$1"/checkpoint-* >/dev/null 2>&1 && echo "--resume_from_checkpoint last" || true; }
 
 if [ ! -f "$OUT/sft-long/model.safetensors" ]; then
-  stage "1/5 SFT warm start, row g (about 25 min on 2 cores)"
+  stage "1/5 SFT warm start, row g (about 20 min on 2 cores)"
   # shellcheck disable=SC2046
   malpyeong-grpo sft --config recipes/method/sft-long-gemma-270m-cpu.yaml --data_dir "$D" \
     --output_dir "$OUT/sft-long" $(resume "$OUT/sft-long")
@@ -28,7 +28,7 @@ if [ ! -f "$OUT/grpo-long/model.safetensors" ]; then
     --model_name_or_path "$OUT/sft-long" --output_dir "$OUT/grpo-long" $(resume "$OUT/grpo-long")
 else stage "2/5 GRPO: done"; fi
 for m in sft-long grpo-long; do
-  stage "3-4/5 dev answers and scores of $m (about 7 min each)"
+  stage "3-4/5 dev answers and scores of $m (about 6 min each)"
   malpyeong-grpo predict --model "$OUT/$m" --data "$DEV" "${PRED[@]}" --out "$OUT/dev_$m/predictions.json"
   malpyeong-grpo score --pred "$OUT/dev_$m/predictions.json" --gold "$DEV" --out "$OUT/dev_$m/scores.json"
 done
@@ -42,6 +42,6 @@ later = [s for step, s in scores if step > 0]
 print("grpo-long" if later and start and max(later) > start[0] else "sft-long")
 PY
 )
-stage "5/5 test-set submission from the checkpoint with the better hold-out score ($BEST; about 25 min)"
+stage "5/5 test-set submission from the checkpoint with the better hold-out score ($BEST; about 20 min)"
 malpyeong-grpo predict --model "$OUT/$BEST" --data "$TEST" "${PRED[@]}" --out "$OUT/submission.json"
 stage "done: $OUT/submission.json (model $OUT/$BEST; dev scores in $OUT/dev_sft-long, $OUT/dev_grpo-long)"
