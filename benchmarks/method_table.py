@@ -179,7 +179,7 @@ def main() -> int:
     comparisons = {}
     pairs = (
         ("d", "e"), ("b", "d"), ("c", "d"), ("a", "d"), ("e", "f"), ("b", "c"), ("d", "g"), ("c", "g"), ("a", "g"),
-        ("g", "h"), ("a", "h"), ("g", "i"), ("h", "i"),
+        ("g", "h"), ("a", "h"), ("g", "i"), ("h", "i"), ("a", "i"),
     )  # fmt: skip
     for a, b in pairs:
         if a in qualities and b in qualities:
