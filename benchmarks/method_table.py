@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from malpyeong_grpo.data import load_items  # noqa: E402
+from malpyeong_grpo.demo_report import paired_bootstrap, task_scores  # noqa: E402
 from malpyeong_grpo.files import write_json  # noqa: E402
 from malpyeong_grpo.metrics import get_suite, metric_name, score  # noqa: E402
 
@@ -120,18 +121,12 @@ def bootstrap(arrays: dict[str, np.ndarray], n: int, seed: int = 0) -> dict[str,
     return {m: [float(np.percentile([d[m] for d in draws], q)) for q in (2.5, 97.5)] for m in METRICS}
 
 
-def item_quality(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-item (EM + ROUGE-1) / 2, ROUGE-1 counting 0 for an item without a reason pair."""
-    return (arrays["exact_match"] + np.nan_to_num(arrays["rouge_1"], nan=0.0)) / 2
-
-
-def paired(a: np.ndarray, b: np.ndarray, n: int, seed: int = 0) -> dict[str, Any]:
-    """Mean of b - a per item, with its 95% paired-bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    diff = b - a
-    means = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n)]
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "ci95": [float(lo), float(hi)], "excludes_0": bool(lo > 0 or hi < 0)}
+def paired(a: list[float], b: list[float], n: int) -> dict[str, Any]:
+    """Mean of b - a per item, with its 95% paired-bootstrap interval (the demo's ``paired_bootstrap``) and whether
+    the interval excludes 0."""
+    change = paired_bootstrap(a, b, n)
+    lo, hi = change["ci95"]
+    return {"mean": change["mean"], "ci95": change["ci95"], "excludes_0": bool(lo > 0 or hi < 0)}
 
 
 def main() -> int:
@@ -159,7 +154,7 @@ def main() -> int:
         arrays = per_item(result, names)
         point = aggregate(arrays, np.arange(len(arrays["exact_match"])))
         ci = bootstrap(arrays, args.resamples)
-        qualities[row] = item_quality(arrays)
+        qualities[row] = task_scores(result["items"], list(result["items"]))
         rows.append(
             {
                 "row": row,
